@@ -1,1 +1,7 @@
-pub fn x(){}
+//! dep2p-core: the sans-IO core of the dep2p relay stack.
+#![forbid(unsafe_code)]
+
+pub mod framing;
+pub mod wallclock;
+#[cfg(any(test, feature = "test-driver"))]
+pub mod testing;
