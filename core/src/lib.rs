@@ -3,6 +3,7 @@
 
 pub mod framing;
 pub mod multistream;
+pub mod protocols;
 #[cfg(any(test, feature = "test-driver"))]
 pub mod testing;
 pub mod wallclock;
