@@ -520,4 +520,20 @@ mod tests {
         }
         assert!(max_seen <= prefix.len() + MAX_MESSAGE_LEN);
     }
+
+    proptest::proptest! {
+        #[test]
+        fn random_input_never_panics_or_overfills_the_buffer(
+            chunks in proptest::collection::vec(proptest::collection::vec(proptest::prelude::any::<u8>(), 0..2000), 0..6),
+        ) {
+            let bound = uvarint_len(MAX_MESSAGE_LEN as u64) + MAX_MESSAGE_LEN;
+            let mut decoder = IdentifyDecoder::new();
+            for chunk in &chunks {
+                let _ = decoder.handle_input(chunk);
+                proptest::prop_assert!(decoder.buffered() <= bound);
+            }
+            let _ = decoder.handle_end_of_stream();
+            let _ = decode_complete(&chunks.concat());
+        }
+    }
 }
