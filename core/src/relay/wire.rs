@@ -25,7 +25,7 @@ use bytes::{Bytes, BytesMut};
 use libp2p_identity::PeerId;
 use multiaddr::Multiaddr;
 
-use crate::framing::{put_uvarint, uvarint_len};
+use crate::framing::{FrameError, put_uvarint, uvarint_len};
 
 /// Largest protobuf payload of one HOP or STOP message, as in the spec and in rust-libp2p.
 pub const MAX_MESSAGE_SIZE: usize = 4096;
@@ -208,6 +208,9 @@ pub enum MalformedReason {
         /// Payload length.
         len: usize,
     },
+    /// The frame around the payload was refused: oversized or with a bad length prefix.
+    #[error("bad frame: {0}")]
+    Frame(#[from] FrameError),
     /// The payload is not valid protobuf for the message schema.
     #[error("undecodable protobuf: {0}")]
     Protobuf(prost::DecodeError),
@@ -242,6 +245,13 @@ pub enum DecodeError {
     /// Decodable but of a type not valid here.
     #[error("unexpected relay message: {0}")]
     UnexpectedType(#[from] UnexpectedReason),
+}
+
+/// A refused frame is malformed input, so reading frames and decoding them share one error.
+impl From<FrameError> for DecodeError {
+    fn from(error: FrameError) -> Self {
+        Self::Malformed(MalformedReason::Frame(error))
+    }
 }
 
 impl DecodeError {
@@ -562,7 +572,8 @@ fn limit_from_proto(limit: proto::Limit) -> CircuitLimit {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::framing::{FrameDecoder, FrameError};
+    use crate::framing::FrameDecoder;
+    use crate::relay::voucher::Voucher;
     use libp2p_identity::Keypair;
     use proptest::prelude::*;
     use prost::Message as _;
@@ -891,6 +902,44 @@ mod tests {
                 len: MAX_MESSAGE_SIZE + 1
             }
             .into()
+        );
+    }
+
+    #[test]
+    fn refused_frame_converts_to_a_malformed_message_status() {
+        let mut decoder = FrameDecoder::new(MAX_MESSAGE_SIZE);
+        decoder.extend(&[0x80, 0x00]); // non-minimal length prefix
+        let err = DecodeError::from(decoder.decode().unwrap_err());
+        assert_eq!(
+            err,
+            MalformedReason::Frame(FrameError::MalformedLength).into()
+        );
+        assert_eq!(err.status(), Status::MalformedMessage);
+    }
+
+    #[test]
+    fn signed_voucher_travels_in_a_reservation_and_verifies() {
+        let relay_key = Keypair::ed25519_from_bytes([1; 32]).unwrap();
+        let voucher = Voucher {
+            relay: peer(1),
+            peer: peer(2),
+            expiration_unix_secs: 1_700_003_600,
+        };
+        let response = HopResponse::reservation_accepted(
+            ReservationInfo {
+                expire_unix_secs: voucher.expiration_unix_secs,
+                addrs: vec![relay_addr()],
+                voucher: Some(voucher.sign(&relay_key).unwrap()),
+            },
+            None,
+        );
+        let frame = response.encode();
+        assert!(frame.len() < 400, "a full reservation answer is small");
+        let received = HopResponse::decode(payload(&frame)).unwrap();
+        let envelope = received.reservation.unwrap().voucher.unwrap();
+        assert_eq!(
+            Voucher::verify_for(&envelope, &peer(1), &peer(2), 1_700_000_000),
+            Ok(voucher)
         );
     }
 
