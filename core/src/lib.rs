@@ -4,6 +4,7 @@
 pub mod framing;
 pub mod multistream;
 pub mod protocols;
+pub mod relay;
 #[cfg(any(test, feature = "test-driver"))]
 pub mod testing;
 pub mod wallclock;
