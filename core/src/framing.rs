@@ -160,7 +160,17 @@ mod tests {
 
     #[test]
     fn uvarint_round_trips_and_reports_its_length() {
-        for value in [0u64, 1, 127, 128, 300, 16_383, 16_384, u32::MAX as u64, 1 << 62] {
+        for value in [
+            0u64,
+            1,
+            127,
+            128,
+            300,
+            16_383,
+            16_384,
+            u32::MAX as u64,
+            1 << 62,
+        ] {
             let mut buf = BytesMut::new();
             put_uvarint(&mut buf, value);
             assert_eq!(buf.len(), uvarint_len(value));
@@ -176,7 +186,10 @@ mod tests {
 
     #[test]
     fn non_minimal_and_overlong_uvarints_are_malformed() {
-        assert_eq!(peek_uvarint(&[0x80, 0x00]), Err(FrameError::MalformedLength));
+        assert_eq!(
+            peek_uvarint(&[0x80, 0x00]),
+            Err(FrameError::MalformedLength)
+        );
         assert_eq!(peek_uvarint(&[0xff; 9]), Err(FrameError::MalformedLength));
         assert_eq!(peek_uvarint(&[0xff; 3]), Ok(Uvarint::Incomplete));
     }

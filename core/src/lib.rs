@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 
 pub mod framing;
-pub mod wallclock;
 #[cfg(any(test, feature = "test-driver"))]
 pub mod testing;
+pub mod tls;
+pub mod wallclock;

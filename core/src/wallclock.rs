@@ -91,8 +91,14 @@ mod tests {
     fn anchor_maps_instants_both_ways() {
         let at = crate::testing::virtual_epoch();
         let anchor = UnixAnchor::new(at, Duration::from_secs(1_000));
-        assert_eq!(anchor.unix_at(at + Duration::from_secs(5)), Duration::from_secs(1_005));
-        assert_eq!(anchor.instant_at(Duration::from_secs(1_010)), at + Duration::from_secs(10));
+        assert_eq!(
+            anchor.unix_at(at + Duration::from_secs(5)),
+            Duration::from_secs(1_005)
+        );
+        assert_eq!(
+            anchor.instant_at(Duration::from_secs(1_010)),
+            at + Duration::from_secs(10)
+        );
         assert_eq!(anchor.instant_at(Duration::from_secs(10)), at);
     }
 
