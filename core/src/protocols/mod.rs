@@ -11,3 +11,6 @@ pub const IDENTIFY: &str = "/ipfs/id/1.0.0";
 
 /// Protocol id of ping: the initiator sends 32 random bytes, the responder echoes them.
 pub const PING: &str = "/ipfs/ping/1.0.0";
+
+/// The `protocolVersion` we announce in identify, as libp2p implementations do.
+pub const PROTOCOL_VERSION: &str = "ipfs/0.1.0";

@@ -1,9 +1,31 @@
-//! A deterministic in-memory driver for tests: several [`Node`](crate::node::Node)s, a virtual
-//! clock, datagram queues and optional loss and latency. This is the seed of `dep2p-sim`.
+//! A deterministic in-memory driver for tests: several [`Node`]s, a virtual clock, datagram
+//! queues and optional loss and latency. This is the seed of `dep2p-sim`.
 //!
 //! Only compiled with the `test-driver` feature (and for the crate's own tests).
+//!
+//! ```
+//! use dep2p_core::testing::World;
+//! use dep2p_core::node::{Event, NodeConfig};
+//!
+//! let mut world = World::new(7);
+//! let a = world.add_node(NodeConfig::default());
+//! let b = world.add_node(NodeConfig::default());
+//! world.connect(a, b);
+//! assert!(world.run_until(std::time::Duration::from_secs(5), |w| w.is_connected(a, b)));
+//! ```
 
-use std::time::Instant;
+use std::cmp::Ordering;
+use std::collections::{BTreeMap, BinaryHeap};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use rand_chacha::ChaCha20Rng;
+use rand_chacha::rand_core::{RngCore, SeedableRng};
+
+use crate::identity::{PeerId, keypair_from_seed};
+use crate::node::{ConnectionId, Datagram, Event, Node, NodeConfig, Output};
+use crate::seed::SeedTree;
 
 /// The instant virtual time starts from.
 ///
@@ -14,4 +36,362 @@ use std::time::Instant;
 pub fn virtual_epoch() -> Instant {
     #[allow(clippy::disallowed_methods)] // the one anchor of virtual time; see the doc comment
     Instant::now()
+}
+
+/// Unix time at which every world starts (2026-01-01T00:00:00Z): fixed, so runs replay.
+pub const WORLD_UNIX_START: Duration = Duration::from_secs(1_767_225_600);
+
+/// Most steps one `run_until` may take: a guard against a livelock in a test, not a budget.
+const MAX_STEPS: u64 = 50_000_000;
+
+/// How datagrams travel between nodes. One setting for every link.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LinkConfig {
+    /// One-way delay.
+    pub latency: Duration,
+    /// Extra delay drawn uniformly from `0..=jitter` per datagram (may reorder).
+    pub jitter: Duration,
+    /// Probability in `0.0..=1.0` that a datagram is dropped.
+    pub loss: f64,
+}
+
+impl Default for LinkConfig {
+    fn default() -> Self {
+        Self {
+            latency: Duration::from_millis(10),
+            jitter: Duration::ZERO,
+            loss: 0.0,
+        }
+    }
+}
+
+/// A datagram in flight.
+struct InFlight {
+    deliver_at: Instant,
+    seq: u64,
+    to: SocketAddr,
+    from: SocketAddr,
+    data: Vec<u8>,
+}
+
+impl PartialEq for InFlight {
+    fn eq(&self, other: &Self) -> bool {
+        (self.deliver_at, self.seq) == (other.deliver_at, other.seq)
+    }
+}
+impl Eq for InFlight {}
+impl PartialOrd for InFlight {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for InFlight {
+    // Reversed, so the max-heap pops the earliest (then lowest-sequence) datagram first.
+    fn cmp(&self, other: &Self) -> Ordering {
+        (other.deliver_at, other.seq).cmp(&(self.deliver_at, self.seq))
+    }
+}
+
+/// One node of the world, with everything it reported.
+pub struct SimNode {
+    /// The node.
+    pub node: Node,
+    /// Its UDP address.
+    pub addr: SocketAddr,
+    /// Every event it emitted, with the virtual time.
+    pub events: Vec<(Instant, Event)>,
+    wake: Instant,
+}
+
+/// Counters of the world's network.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct NetStats {
+    /// Datagrams handed to a node.
+    pub delivered: u64,
+    /// Datagrams dropped by the loss model.
+    pub lost: u64,
+    /// Datagrams sent to an address no node has.
+    pub unroutable: u64,
+}
+
+/// A set of nodes on a virtual network with a virtual clock.
+pub struct World {
+    seeds: SeedTree,
+    epoch: Instant,
+    now: Instant,
+    nodes: Vec<SimNode>,
+    by_addr: BTreeMap<SocketAddr, usize>,
+    queue: BinaryHeap<InFlight>,
+    seq: u64,
+    link: LinkConfig,
+    link_rng: ChaCha20Rng,
+    buf: Vec<u8>,
+    stats: NetStats,
+}
+
+impl World {
+    /// An empty world whose every random choice derives from `seed`.
+    #[must_use]
+    pub fn new(seed: u64) -> Self {
+        let mut root = [0u8; 32];
+        root[..8].copy_from_slice(&seed.to_le_bytes());
+        let seeds = SeedTree::new(root);
+        let epoch = virtual_epoch();
+        Self {
+            epoch,
+            link_rng: ChaCha20Rng::from_seed(seeds.derive("links")),
+            seeds,
+            now: epoch,
+            nodes: Vec::new(),
+            by_addr: BTreeMap::new(),
+            queue: BinaryHeap::new(),
+            seq: 0,
+            link: LinkConfig::default(),
+            buf: Vec::with_capacity(1500),
+            stats: NetStats::default(),
+        }
+    }
+
+    /// Sets how every link behaves from now on.
+    pub fn set_link(&mut self, link: LinkConfig) {
+        self.link = link;
+    }
+
+    /// Adds a node whose key and seed derive from the world's seed and its index.
+    pub fn add_node(&mut self, config: NodeConfig) -> usize {
+        let index = self.nodes.len();
+        let node_seeds = self.seeds.subtree(&format!("node-{index}"));
+        let key = keypair_from_seed(node_seeds.derive("host-key"));
+        let node = Node::new(
+            config,
+            key,
+            node_seeds.derive("node"),
+            self.now,
+            WORLD_UNIX_START + self.elapsed(),
+        )
+        .expect("test node configuration is valid");
+        let octet = u8::try_from(index + 1).expect("at most 255 nodes in a test world");
+        let addr = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(127, 0, 1, octet)), 4001);
+        self.by_addr.insert(addr, index);
+        self.nodes.push(SimNode {
+            node,
+            addr,
+            events: Vec::new(),
+            wake: self.now,
+        });
+        self.drain(index);
+        index
+    }
+
+    /// The current virtual time.
+    #[must_use]
+    pub fn now(&self) -> Instant {
+        self.now
+    }
+
+    /// Virtual time since the world began.
+    #[must_use]
+    pub fn elapsed(&self) -> Duration {
+        self.now - self.epoch
+    }
+
+    /// Network counters.
+    #[must_use]
+    pub fn net_stats(&self) -> NetStats {
+        self.stats
+    }
+
+    /// A node.
+    pub fn node(&mut self, index: usize) -> &mut Node {
+        &mut self.nodes[index].node
+    }
+
+    /// A node with its address and event log.
+    #[must_use]
+    pub fn sim_node(&self, index: usize) -> &SimNode {
+        &self.nodes[index]
+    }
+
+    /// A node's UDP address.
+    #[must_use]
+    pub fn addr(&self, index: usize) -> SocketAddr {
+        self.nodes[index].addr
+    }
+
+    /// A node's PeerId.
+    #[must_use]
+    pub fn peer_id(&self, index: usize) -> PeerId {
+        self.nodes[index].node.peer_id()
+    }
+
+    /// Runs a command on a node at the current virtual time, then drains its outputs.
+    pub fn command<R>(&mut self, index: usize, f: impl FnOnce(&mut Node, Instant) -> R) -> R {
+        let now = self.now;
+        let result = f(&mut self.nodes[index].node, now);
+        self.drain(index);
+        result
+    }
+
+    /// Dials node `to` from node `from`, expecting `to`'s real PeerId.
+    pub fn connect(&mut self, from: usize, to: usize) -> ConnectionId {
+        let addr = self.addr(to);
+        let peer = self.peer_id(to);
+        self.command(from, |node, now| node.dial(now, addr, peer))
+            .expect("dial starts")
+    }
+
+    /// Events a node emitted so far (kept in its log).
+    #[must_use]
+    pub fn events(&self, index: usize) -> impl Iterator<Item = &Event> {
+        self.nodes[index].events.iter().map(|(_, e)| e)
+    }
+
+    /// Removes and returns a node's event log.
+    pub fn take_events(&mut self, index: usize) -> Vec<Event> {
+        std::mem::take(&mut self.nodes[index].events)
+            .into_iter()
+            .map(|(_, e)| e)
+            .collect()
+    }
+
+    /// Whether `a` reports an established connection to `b`.
+    #[must_use]
+    pub fn is_connected(&self, a: usize, b: usize) -> bool {
+        let peer = self.peer_id(b);
+        self.events(a)
+            .any(|e| matches!(e, Event::ConnectionEstablished { peer: p, .. } if *p == peer))
+    }
+
+    /// Hands a raw datagram to node `to` as if `from` had sent it (for malformed-input tests).
+    pub fn inject(&mut self, to: usize, from: SocketAddr, data: &[u8]) {
+        let now = self.now;
+        self.nodes[to].node.handle_datagram(
+            now,
+            Datagram {
+                remote: from,
+                local_ip: None,
+                ecn: None,
+                data: BytesMut::from(data),
+            },
+        );
+        self.drain(to);
+    }
+
+    /// Polls a node's outputs until it is drained: transmits enter the network, events go to
+    /// its log, the timeout becomes its next wake-up.
+    pub fn drain(&mut self, index: usize) {
+        loop {
+            let output = self.nodes[index].node.poll_output(&mut self.buf);
+            match output {
+                Output::Transmit(transmit) => {
+                    let from = self.nodes[index].addr;
+                    let segment = transmit.segment_size.unwrap_or(transmit.size).max(1);
+                    let data = std::mem::take(&mut self.buf);
+                    for chunk in data[..transmit.size].chunks(segment) {
+                        self.send(from, transmit.destination, chunk.to_vec());
+                    }
+                    self.buf = data;
+                }
+                Output::Event(event) => self.nodes[index].events.push((self.now, event)),
+                Output::Timeout(at) => {
+                    self.nodes[index].wake = at;
+                    return;
+                }
+            }
+        }
+    }
+
+    fn send(&mut self, from: SocketAddr, to: SocketAddr, data: Vec<u8>) {
+        if self.link.loss > 0.0 {
+            let draw = self.link_rng.next_u64() as f64 / u64::MAX as f64;
+            if draw < self.link.loss {
+                self.stats.lost += 1;
+                return;
+            }
+        }
+        let jitter = if self.link.jitter.is_zero() {
+            Duration::ZERO
+        } else {
+            let nanos = u64::try_from(self.link.jitter.as_nanos()).unwrap_or(u64::MAX);
+            Duration::from_nanos(self.link_rng.next_u64() % (nanos + 1))
+        };
+        self.seq += 1;
+        self.queue.push(InFlight {
+            deliver_at: self.now + self.link.latency + jitter,
+            seq: self.seq,
+            to,
+            from,
+            data,
+        });
+    }
+
+    /// The next instant something happens: a delivery or a node's wake-up.
+    fn next_event_time(&self) -> Option<Instant> {
+        let delivery = self.queue.peek().map(|d| d.deliver_at);
+        let wake = self.nodes.iter().map(|n| n.wake).min();
+        [delivery, wake].into_iter().flatten().min()
+    }
+
+    /// Advances to the next event (but not past `limit`) and processes everything due then.
+    /// Returns false if nothing was due before `limit`.
+    pub fn step(&mut self, limit: Instant) -> bool {
+        let Some(next) = self.next_event_time().filter(|&t| t <= limit) else {
+            self.now = self.now.max(limit);
+            return false;
+        };
+        self.now = self.now.max(next);
+        let now = self.now;
+        while self.queue.peek().is_some_and(|d| d.deliver_at <= now) {
+            let Some(datagram) = self.queue.pop() else { break };
+            let Some(&to) = self.by_addr.get(&datagram.to) else {
+                self.stats.unroutable += 1;
+                continue;
+            };
+            self.stats.delivered += 1;
+            self.nodes[to].node.handle_datagram(
+                now,
+                Datagram {
+                    remote: datagram.from,
+                    local_ip: None,
+                    ecn: None,
+                    data: BytesMut::from(&datagram.data[..]),
+                },
+            );
+            self.drain(to);
+        }
+        for index in 0..self.nodes.len() {
+            if self.nodes[index].wake <= now {
+                self.nodes[index].node.handle_timeout(now);
+                self.drain(index);
+            }
+        }
+        true
+    }
+
+    /// Runs for `duration` of virtual time.
+    pub fn run_for(&mut self, duration: Duration) {
+        let limit = self.now + duration;
+        let mut steps = 0u64;
+        while self.step(limit) {
+            steps += 1;
+            assert!(steps < MAX_STEPS, "world did not settle: livelock?");
+        }
+    }
+
+    /// Runs until `done` holds (checked after every step) or `max` virtual time passes.
+    /// Returns whether `done` held.
+    pub fn run_until(&mut self, max: Duration, mut done: impl FnMut(&World) -> bool) -> bool {
+        let limit = self.now + max;
+        let mut steps = 0u64;
+        loop {
+            if done(self) {
+                return true;
+            }
+            if !self.step(limit) {
+                return done(self);
+            }
+            steps += 1;
+            assert!(steps < MAX_STEPS, "world did not settle: livelock?");
+        }
+    }
 }

@@ -1,0 +1,206 @@
+//! Node configuration.
+
+use std::time::Duration;
+
+use multiaddr::Multiaddr;
+
+/// Configuration of a [`Node`](super::Node): transport timers, per-connection bounds and the
+/// application protocols it accepts.
+///
+/// Defaults follow DESIGN §5.2 (keep-alive 5 s, idle timeout 15 s) and are sized for a relay:
+/// few streams per connection, so an idle connection costs little memory.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    pub(crate) keep_alive: Duration,
+    pub(crate) idle_timeout: Duration,
+    pub(crate) max_connections: usize,
+    pub(crate) max_streams_per_connection: u32,
+    pub(crate) stream_receive_window: u32,
+    pub(crate) connection_receive_window: u32,
+    pub(crate) negotiation_timeout: Duration,
+    pub(crate) protocols: Vec<String>,
+    pub(crate) agent_version: String,
+    pub(crate) listen_addrs: Vec<Multiaddr>,
+    pub(crate) max_events: usize,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        Self {
+            keep_alive: Duration::from_secs(5),
+            idle_timeout: Duration::from_secs(15),
+            max_connections: 4096,
+            max_streams_per_connection: 32,
+            stream_receive_window: 1024 * 1024,
+            connection_receive_window: 4 * 1024 * 1024,
+            negotiation_timeout: Duration::from_secs(10),
+            protocols: Vec::new(),
+            agent_version: concat!("dep2p/", env!("CARGO_PKG_VERSION")).to_owned(),
+            listen_addrs: Vec::new(),
+            max_events: 65_536,
+        }
+    }
+}
+
+/// A configuration value that cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    /// The named setting has a value outside its valid range.
+    #[error("invalid value for `{setting}`: {why}")]
+    InvalidValue {
+        /// The setting's name, as in the config file.
+        setting: &'static str,
+        /// What is wrong with the value.
+        why: String,
+    },
+}
+
+impl NodeConfig {
+    /// QUIC keep-alive interval. Default 5 s: a lost peer is noticed within the idle timeout even
+    /// when no application data flows.
+    pub fn keep_alive(&mut self, interval: Duration) -> &mut Self {
+        self.keep_alive = interval;
+        self
+    }
+
+    /// QUIC idle timeout. Default 15 s: how long a silent peer is tolerated before its
+    /// connection is declared lost (DESIGN §5.2 failure detection).
+    pub fn idle_timeout(&mut self, timeout: Duration) -> &mut Self {
+        self.idle_timeout = timeout;
+        self
+    }
+
+    /// Most connections held at once; new inbound connections beyond it are refused at the QUIC
+    /// level. Default 4096.
+    pub fn max_connections(&mut self, count: usize) -> &mut Self {
+        self.max_connections = count;
+        self
+    }
+
+    /// Most concurrent bidirectional streams the peer may open on one connection. Default 32:
+    /// quinn keeps per-stream bookkeeping for every allowed stream, and a relay needs a handful
+    /// (DESIGN §10 memory target).
+    pub fn max_streams_per_connection(&mut self, count: u32) -> &mut Self {
+        self.max_streams_per_connection = count;
+        self
+    }
+
+    /// Flow-control window per stream, in bytes. Default 1 MiB.
+    pub fn stream_receive_window(&mut self, bytes: u32) -> &mut Self {
+        self.stream_receive_window = bytes;
+        self
+    }
+
+    /// Flow-control window per connection, in bytes. Default 4 MiB.
+    pub fn connection_receive_window(&mut self, bytes: u32) -> &mut Self {
+        self.connection_receive_window = bytes;
+        self
+    }
+
+    /// Time an inbound stream has to complete protocol negotiation; slow or silent streams are
+    /// reset when it runs out. Default 10 s (DESIGN §5.1 request timeout).
+    pub fn negotiation_timeout(&mut self, timeout: Duration) -> &mut Self {
+        self.negotiation_timeout = timeout;
+        self
+    }
+
+    /// Adds an application protocol that inbound streams may negotiate. Identify and ping are
+    /// always supported.
+    pub fn protocol(&mut self, protocol: impl Into<String>) -> &mut Self {
+        self.protocols.push(protocol.into());
+        self
+    }
+
+    /// The agent version announced in identify. Default `dep2p/<version>`.
+    pub fn agent_version(&mut self, agent: impl Into<String>) -> &mut Self {
+        self.agent_version = agent.into();
+        self
+    }
+
+    /// Addresses announced as listen addresses in identify.
+    pub fn listen_addrs(&mut self, addrs: Vec<Multiaddr>) -> &mut Self {
+        self.listen_addrs = addrs;
+        self
+    }
+
+    /// Most events queued for the application before the oldest are dropped (and counted in
+    /// [`NodeStats::events_dropped`](super::NodeStats)). The application drains events after
+    /// every input, so this only guards against an embedding that never does. Default 65,536.
+    pub fn max_events(&mut self, count: usize) -> &mut Self {
+        self.max_events = count;
+        self
+    }
+
+    /// Checks every value, naming the first bad setting.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |setting, why: &str| {
+            Err(ConfigError::InvalidValue {
+                setting,
+                why: why.to_owned(),
+            })
+        };
+        if self.idle_timeout.is_zero() {
+            return invalid("idle_timeout", "must be greater than zero");
+        }
+        if self.idle_timeout.as_millis() >= (1u128 << 62) {
+            return invalid("idle_timeout", "too large for QUIC");
+        }
+        if !self.keep_alive.is_zero() && self.keep_alive >= self.idle_timeout {
+            return invalid(
+                "keep_alive",
+                "must be shorter than idle_timeout, or the connection times out between keep-alives",
+            );
+        }
+        if self.max_connections == 0 {
+            return invalid("max_connections", "must be at least 1");
+        }
+        if self.max_streams_per_connection == 0 {
+            return invalid("max_streams_per_connection", "must be at least 1 (identify needs a stream)");
+        }
+        if self.stream_receive_window == 0 || self.connection_receive_window == 0 {
+            return invalid("stream_receive_window", "flow-control windows must be non-zero");
+        }
+        if self.negotiation_timeout.is_zero() {
+            return invalid("negotiation_timeout", "must be greater than zero");
+        }
+        if self.max_events == 0 {
+            return invalid("max_events", "must be at least 1");
+        }
+        if let Some(bad) = self
+            .protocols
+            .iter()
+            .find(|p| !p.starts_with('/') || p.len() > 140 || p.contains('\n'))
+        {
+            return Err(ConfigError::InvalidValue {
+                setting: "protocols",
+                why: format!(
+                    "`{bad}` is not a protocol id (must start with `/`, at most 140 bytes, no newline)"
+                ),
+            });
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        NodeConfig::default().validate().unwrap();
+    }
+
+    #[test]
+    fn invalid_values_name_their_setting() {
+        let mut config = NodeConfig::default();
+        config.keep_alive(Duration::from_secs(20));
+        let err = config.validate().unwrap_err();
+        assert!(matches!(err, ConfigError::InvalidValue { setting: "keep_alive", .. }), "{err}");
+
+        let mut config = NodeConfig::default();
+        config.protocol("no-slash");
+        let err = config.validate().unwrap_err();
+        assert!(err.to_string().contains("no-slash"), "{err}");
+    }
+}

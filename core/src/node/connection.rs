@@ -1,0 +1,752 @@
+//! One QUIC connection and the streams the node runs on it.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::time::Instant;
+
+use bytes::{Buf, Bytes, BytesMut};
+use quinn_proto::{ConnectionHandle, Dir, ReadError, StreamEvent, StreamId, VarInt, WriteError};
+use rand_chacha::ChaCha20Rng;
+use rand_chacha::rand_core::RngCore;
+use rustls::pki_types::CertificateDer;
+
+use super::config::NodeConfig;
+use super::error::{ConnectionFailure, StreamOpenFailure};
+use super::event::Event;
+use super::ids::{ConnectionId, Direction, StreamHandle};
+use super::stream::{Negotiation, Purpose, StreamEntry, StreamKind};
+use crate::framing::MAX_UVARINT_LEN;
+use crate::identity::PeerId;
+use crate::multistream::{Dialer, Listener, Negotiated, Progress};
+use crate::protocols::identify::{self, IdentifyInfo};
+use crate::protocols::ping::{PING_SIZE, PingResponder, Pinger};
+use crate::protocols::{IDENTIFY, PING};
+use crate::tls::{self, VerificationOutcome};
+
+/// Stream reset / stop code for a protocol violation or a refused negotiation.
+pub(crate) const CODE_PROTOCOL_ERROR: u32 = 1;
+/// Stream reset / stop code for a stream that did not make progress in time.
+pub(crate) const CODE_TIMED_OUT: u32 = 2;
+/// Stream reset / stop code for a stream the application reset without a code of its own.
+pub(crate) const CODE_CANCELLED: u32 = 0;
+/// Connection close code for an identity failure after the handshake.
+pub(crate) const CLOSE_IDENTITY: u32 = 1;
+
+/// Most bytes the node reads from an internal stream in one go.
+const READ_CHUNK: usize = 4096;
+/// Queued echo bytes beyond which a ping responder stops reading (and so pushes back on the
+/// peer through QUIC flow control) until its echoes drain.
+const MAX_PENDING_ECHO: usize = 4096;
+
+/// Lifecycle of a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ConnState {
+    /// TLS handshake in progress.
+    Handshaking,
+    /// Handshake done, peer authenticated.
+    Established,
+    /// Closed or lost; kept until quinn-proto drains it. `ConnectionClosed` was reported.
+    Closed,
+}
+
+/// What the node knows about itself, for identify answers and inbound negotiation.
+#[derive(Debug)]
+pub(crate) struct LocalInfo {
+    pub(crate) config: NodeConfig,
+    pub(crate) public_key: crate::identity::PublicKey,
+    /// Protocols inbound streams may negotiate: identify, ping, then the application's.
+    pub(crate) supported: std::sync::Arc<[String]>,
+}
+
+/// Bounded queue of events for the application.
+#[derive(Debug)]
+pub(crate) struct EventQueue {
+    events: VecDeque<Event>,
+    max: usize,
+    pub(crate) dropped: u64,
+}
+
+impl EventQueue {
+    pub(crate) fn new(max: usize) -> Self {
+        Self {
+            events: VecDeque::new(),
+            max,
+            dropped: 0,
+        }
+    }
+
+    pub(crate) fn push(&mut self, event: Event) {
+        if self.events.len() >= self.max {
+            self.events.pop_front();
+            self.dropped += 1;
+        }
+        self.events.push_back(event);
+    }
+
+    pub(crate) fn pop(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+}
+
+/// Everything a connection needs from the node while it processes events.
+pub(crate) struct Ctx<'a> {
+    pub(crate) now: Instant,
+    pub(crate) unix_secs: u64,
+    pub(crate) id: ConnectionId,
+    pub(crate) events: &'a mut EventQueue,
+    pub(crate) local: &'a LocalInfo,
+    pub(crate) ping_rng: &'a mut ChaCha20Rng,
+    pub(crate) deadlines: &'a mut BTreeSet<(Instant, ConnectionId, StreamId)>,
+}
+
+/// One chunk read from a QUIC receive stream.
+enum Chunk {
+    Data(Bytes),
+    Blocked,
+    Finished,
+    Reset(u64),
+    Closed,
+}
+
+/// A connection of the node.
+pub(crate) struct Conn {
+    pub(crate) handle: ConnectionHandle,
+    pub(crate) quic: quinn_proto::Connection,
+    pub(crate) direction: Direction,
+    pub(crate) state: ConnState,
+    pub(crate) peer: Option<PeerId>,
+    /// For dials: the PeerId the certificate must carry.
+    pub(crate) expected_peer: Option<PeerId>,
+    /// For dials: where our certificate verifier records a typed refusal.
+    pub(crate) verification: Option<VerificationOutcome>,
+    pub(crate) streams: BTreeMap<StreamId, StreamEntry>,
+    pub(crate) ping_in_flight: Option<StreamId>,
+    /// The quinn-proto deadline currently registered in the node's timer set.
+    pub(crate) registered_timer: Option<Instant>,
+}
+
+impl Conn {
+    pub(crate) fn new(
+        handle: ConnectionHandle,
+        quic: quinn_proto::Connection,
+        direction: Direction,
+        expected_peer: Option<PeerId>,
+        verification: Option<VerificationOutcome>,
+    ) -> Self {
+        Self {
+            handle,
+            quic,
+            direction,
+            state: ConnState::Handshaking,
+            peer: None,
+            expected_peer,
+            verification,
+            streams: BTreeMap::new(),
+            ping_in_flight: None,
+            registered_timer: None,
+        }
+    }
+
+    fn handle_of(&self, ctx: &Ctx<'_>, id: StreamId) -> StreamHandle {
+        StreamHandle {
+            connection: ctx.id,
+            id,
+        }
+    }
+
+    /// Processes every pending quinn-proto event of this connection.
+    pub(crate) fn drive(&mut self, ctx: &mut Ctx<'_>) {
+        // quinn-proto yields a bounded number of events per input; each handler below does
+        // bounded work, so this loop ends.
+        while let Some(event) = self.quic.poll() {
+            match event {
+                quinn_proto::Event::HandshakeDataReady => {}
+                quinn_proto::Event::Connected => self.on_connected(ctx),
+                quinn_proto::Event::ConnectionLost { reason } => self.on_lost(reason.into(), ctx),
+                quinn_proto::Event::Stream(StreamEvent::Opened { dir: Dir::Bi }) => {
+                    self.accept_streams(ctx)
+                }
+                quinn_proto::Event::Stream(StreamEvent::Opened { dir: Dir::Uni }) => {
+                    // We allow no unidirectional streams; quinn refuses them at the limit.
+                }
+                quinn_proto::Event::Stream(StreamEvent::Readable { id }) => self.on_readable(id, ctx),
+                quinn_proto::Event::Stream(StreamEvent::Writable { id }) => self.on_writable(id, ctx),
+                quinn_proto::Event::Stream(StreamEvent::Finished { id }) => {
+                    self.with_entry(id, |entry| entry.send_closed = true);
+                }
+                quinn_proto::Event::Stream(StreamEvent::Stopped { id, error_code }) => {
+                    self.on_stopped(id, error_code.into_inner(), ctx)
+                }
+                quinn_proto::Event::Stream(StreamEvent::Available { .. }) => {}
+                quinn_proto::Event::DatagramReceived | quinn_proto::Event::DatagramsUnblocked => {}
+            }
+        }
+    }
+
+    fn with_entry(&mut self, id: StreamId, f: impl FnOnce(&mut StreamEntry)) {
+        if let Some(entry) = self.streams.get_mut(&id) {
+            f(entry);
+            if entry.is_done() {
+                self.streams.remove(&id);
+            }
+        }
+    }
+
+    fn on_connected(&mut self, ctx: &mut Ctx<'_>) {
+        let certificates = self
+            .quic
+            .crypto_session()
+            .peer_identity()
+            .and_then(|any| any.downcast::<Vec<CertificateDer<'static>>>().ok());
+        let verified = match certificates {
+            Some(certs) => tls::peer_id_from_certificates(&certs, ctx.unix_secs),
+            None => Err(tls::CertificateError::Malformed("no peer certificate".into())),
+        };
+        let peer = match verified {
+            Ok(peer) => peer,
+            Err(error) => {
+                // The verifier accepted this certificate during the handshake, so this is not
+                // expected; refuse the connection rather than run it without an identity.
+                self.quic.close(ctx.now, VarInt::from_u32(CLOSE_IDENTITY), Bytes::from_static(b"identity"));
+                self.report_closed(ConnectionFailure::Certificate(error), ctx);
+                return;
+            }
+        };
+        self.peer = Some(peer);
+        self.state = ConnState::Established;
+        ctx.events.push(Event::ConnectionEstablished {
+            connection: ctx.id,
+            peer,
+            remote: self.quic.remote_address(),
+            direction: self.direction,
+        });
+        // Identify runs on every connection; failure to open is only possible at a zero stream
+        // limit, which validate() forbids.
+        let _ = self.open_outbound(IDENTIFY, Purpose::Identify, ctx);
+    }
+
+    fn on_lost(&mut self, failure: ConnectionFailure, ctx: &mut Ctx<'_>) {
+        // A typed certificate refusal recorded by our verifier explains the loss better than
+        // the TLS alert string quinn-proto reports.
+        let failure = match self.verification.as_ref().and_then(VerificationOutcome::take_failure) {
+            Some(error) => ConnectionFailure::Certificate(error),
+            None => failure,
+        };
+        self.report_closed(failure, ctx);
+    }
+
+    /// Reports the end of the connection once, failing whatever was pending on it.
+    pub(crate) fn report_closed(&mut self, failure: ConnectionFailure, ctx: &mut Ctx<'_>) {
+        if self.state == ConnState::Closed {
+            return;
+        }
+        self.state = ConnState::Closed;
+        let streams = std::mem::take(&mut self.streams);
+        for (id, entry) in streams {
+            self.report_stream_failure(id, &entry.kind, StreamOpenFailure::ConnectionClosed, ctx);
+        }
+        self.ping_in_flight = None;
+        ctx.events.push(Event::ConnectionClosed {
+            connection: ctx.id,
+            peer: self.peer.or(self.expected_peer),
+            failure,
+        });
+    }
+
+    /// Opens an outbound bidirectional stream and starts negotiating `protocol` on it.
+    pub(crate) fn open_outbound(
+        &mut self,
+        protocol: &str,
+        purpose: Purpose,
+        ctx: &mut Ctx<'_>,
+    ) -> Option<StreamId> {
+        // Callers validate the protocol id first, so the dialer cannot refuse it; check anyway
+        // rather than open a stream we cannot use.
+        let dialer = Dialer::new([protocol]).ok()?;
+        let id = self.quic.streams().open(Dir::Bi)?;
+        let deadline = ctx.now + ctx.local.config.negotiation_timeout;
+        let mut entry = StreamEntry::new(StreamKind::Negotiating {
+            negotiation: Negotiation::Dialer(dialer),
+            purpose,
+            deadline,
+        });
+        if let StreamKind::Negotiating { negotiation, .. } = &mut entry.kind {
+            while let Some(bytes) = negotiation.poll_output() {
+                entry.pending_write.extend_from_slice(&bytes);
+            }
+        }
+        ctx.deadlines.insert((deadline, ctx.id, id));
+        self.streams.insert(id, entry);
+        self.flush(id);
+        Some(id)
+    }
+
+    fn accept_streams(&mut self, ctx: &mut Ctx<'_>) {
+        // Bounded by the peer's stream limit, which we set.
+        while let Some(id) = self.quic.streams().accept(Dir::Bi) {
+            let deadline = ctx.now + ctx.local.config.negotiation_timeout;
+            let listener = Listener::new(std::sync::Arc::clone(&ctx.local.supported));
+            self.streams.insert(
+                id,
+                StreamEntry::new(StreamKind::Negotiating {
+                    negotiation: Negotiation::Listener(listener),
+                    purpose: Purpose::App,
+                    deadline,
+                }),
+            );
+            ctx.deadlines.insert((deadline, ctx.id, id));
+            self.on_readable(id, ctx);
+        }
+    }
+
+    fn read_chunk(&mut self, id: StreamId, max: usize) -> Chunk {
+        let mut recv = self.quic.recv_stream(id);
+        let mut chunks = match recv.read(true) {
+            Ok(chunks) => chunks,
+            Err(_) => return Chunk::Closed,
+        };
+        let chunk = match chunks.next(max) {
+            Ok(Some(chunk)) => Chunk::Data(chunk.bytes),
+            Ok(None) => Chunk::Finished,
+            Err(ReadError::Blocked) => Chunk::Blocked,
+            Err(ReadError::Reset(code)) => Chunk::Reset(code.into_inner()),
+        };
+        // Whether a flow-control update must go out does not matter: the node polls every
+        // touched connection for transmits after each input.
+        let _ = chunks.finalize();
+        chunk
+    }
+
+    /// Reads and acts on whatever arrived on stream `id`.
+    pub(crate) fn on_readable(&mut self, id: StreamId, ctx: &mut Ctx<'_>) {
+        // Each round consumes bytes from quinn's bounded receive buffer or changes state, so
+        // the loop is bounded by the stream's flow-control window.
+        loop {
+            let Some(entry) = self.streams.get_mut(&id) else { return };
+            match &entry.kind {
+                StreamKind::App { .. } => {
+                    ctx.events.push(Event::StreamReadable {
+                        stream: StreamHandle { connection: ctx.id, id },
+                    });
+                    return;
+                }
+                StreamKind::PingServe { .. } if entry.pending_write.len() >= MAX_PENDING_ECHO => {
+                    // Backpressure: resume when our echoes drain (on_writable).
+                    return;
+                }
+                _ => {}
+            }
+            if entry.recv_closed {
+                return;
+            }
+            match self.read_chunk(id, READ_CHUNK) {
+                Chunk::Blocked => return,
+                Chunk::Data(data) => self.on_stream_data(id, data, ctx),
+                Chunk::Finished => {
+                    self.on_stream_end(id, None, ctx);
+                    return;
+                }
+                Chunk::Reset(code) => {
+                    self.on_stream_end(id, Some(code), ctx);
+                    return;
+                }
+                Chunk::Closed => {
+                    self.with_entry(id, |e| e.recv_closed = true);
+                    return;
+                }
+            }
+        }
+    }
+
+    fn on_stream_data(&mut self, id: StreamId, data: Bytes, ctx: &mut Ctx<'_>) {
+        let handle = self.handle_of(ctx, id);
+        let Some(entry) = self.streams.get_mut(&id) else { return };
+        match &mut entry.kind {
+            StreamKind::Negotiating { negotiation, .. } => {
+                let progress = negotiation.handle_input(&data);
+                while let Some(out) = negotiation.poll_output() {
+                    entry.pending_write.extend_from_slice(&out);
+                }
+                match progress {
+                    Ok(Progress::Pending) => self.flush(id),
+                    Ok(Progress::Negotiated(negotiated)) => {
+                        self.flush(id);
+                        self.on_negotiated(id, negotiated, ctx);
+                    }
+                    Err(error) => {
+                        // Close gracefully rather than reset, so a listener's last `na` still
+                        // reaches the peer and tells it why.
+                        self.flush(id);
+                        if let Some(entry) = self.streams.remove(&id) {
+                            let failure = StreamOpenFailure::Negotiation(error);
+                            self.report_stream_failure(id, &entry.kind, failure, ctx);
+                        }
+                        self.finish_and_stop(id, CODE_PROTOCOL_ERROR);
+                    }
+                }
+            }
+            StreamKind::App { .. } => {
+                // Application data is read by the application; on_readable never reads it.
+                debug_assert!(false, "node read application data on {handle}");
+            }
+            StreamKind::IdentifyFetch { buffer, .. } => {
+                let max = identify::MAX_MESSAGE_LEN + MAX_UVARINT_LEN;
+                if buffer.len() + data.len() > max {
+                    ctx.events.push(Event::IdentifyFailed {
+                        connection: ctx.id,
+                        reason: format!("identify record exceeds {max} bytes"),
+                    });
+                    self.streams.remove(&id);
+                    self.abort_stream(id, CODE_PROTOCOL_ERROR);
+                } else {
+                    buffer.extend_from_slice(&data);
+                }
+            }
+            StreamKind::PingOut { pinger, .. } => match pinger.handle_input(&data, ctx.now) {
+                Ok(None) => {}
+                Ok(Some(rtt)) => {
+                    entry.kind = StreamKind::PingDone;
+                    entry.finish_when_flushed = true;
+                    self.ping_in_flight = None;
+                    ctx.events.push(Event::PingSucceeded {
+                        connection: ctx.id,
+                        rtt,
+                    });
+                    self.flush(id);
+                }
+                Err(error) => {
+                    self.ping_in_flight = None;
+                    ctx.events.push(Event::PingFailed {
+                        connection: ctx.id,
+                        reason: error.to_string(),
+                    });
+                    self.streams.remove(&id);
+                    self.abort_stream(id, CODE_PROTOCOL_ERROR);
+                }
+            },
+            StreamKind::PingServe { responder } => {
+                let echo = responder.handle_input(&data);
+                entry.pending_write.extend_from_slice(&echo);
+                self.flush(id);
+            }
+            StreamKind::IdentifyServe | StreamKind::PingDone => {
+                // The peer has nothing more to say on these; ignore stray bytes.
+            }
+        }
+    }
+
+    fn on_negotiated(&mut self, id: StreamId, negotiated: Negotiated, ctx: &mut Ctx<'_>) {
+        let handle = self.handle_of(ctx, id);
+        let Some(entry) = self.streams.get_mut(&id) else { return };
+        let StreamKind::Negotiating { purpose, negotiation, .. } = &entry.kind else { return };
+        let inbound = matches!(negotiation, Negotiation::Listener(_));
+        let purpose = purpose.clone();
+        let Negotiated { protocol, remaining } = negotiated;
+        if inbound {
+            match protocol.as_str() {
+                IDENTIFY => {
+                    entry.kind = StreamKind::IdentifyServe;
+                    let info = IdentifyInfo {
+                        public_key: ctx.local.public_key.clone(),
+                        protocol_version: crate::protocols::PROTOCOL_VERSION.to_owned(),
+                        agent_version: ctx.local.config.agent_version.clone(),
+                        listen_addrs: ctx.local.config.listen_addrs.clone(),
+                        observed_addr: Some(crate::addr::quic_multiaddr(self.quic.remote_address())),
+                        protocols: ctx.local.supported.to_vec(),
+                    };
+                    entry.pending_write.extend_from_slice(&identify::encode(&info));
+                    entry.finish_when_flushed = true;
+                    self.flush(id);
+                }
+                PING => {
+                    let mut responder = PingResponder::new();
+                    let echo = responder.handle_input(&remaining);
+                    entry.pending_write.extend_from_slice(&echo);
+                    entry.kind = StreamKind::PingServe { responder };
+                    self.flush(id);
+                }
+                _ => {
+                    entry.kind = StreamKind::App {
+                        protocol: protocol.clone(),
+                        leftover: remaining,
+                    };
+                    ctx.events.push(Event::InboundStream {
+                        stream: handle,
+                        protocol,
+                    });
+                    ctx.events.push(Event::StreamReadable { stream: handle });
+                }
+            }
+            return;
+        }
+        match purpose {
+            Purpose::App => {
+                entry.kind = StreamKind::App {
+                    protocol: protocol.clone(),
+                    leftover: remaining,
+                };
+                ctx.events.push(Event::StreamReady {
+                    stream: handle,
+                    protocol,
+                });
+                ctx.events.push(Event::StreamReadable { stream: handle });
+            }
+            Purpose::Identify => {
+                let mut buffer = BytesMut::new();
+                buffer.extend_from_slice(&remaining);
+                let deadline = ctx.now + ctx.local.config.negotiation_timeout;
+                entry.kind = StreamKind::IdentifyFetch { buffer, deadline };
+                // We send nothing on an identify request stream.
+                entry.finish_when_flushed = true;
+                ctx.deadlines.insert((deadline, ctx.id, id));
+                self.flush(id);
+            }
+            Purpose::Ping => {
+                let mut payload = [0u8; PING_SIZE];
+                ctx.ping_rng.fill_bytes(&mut payload);
+                let mut pinger = Pinger::new();
+                let deadline = ctx.now + ctx.local.config.negotiation_timeout;
+                let sent = pinger.send(payload, ctx.now);
+                let early = match &sent {
+                    Ok(bytes) => {
+                        entry.pending_write.extend_from_slice(bytes);
+                        if remaining.is_empty() {
+                            Ok(None)
+                        } else {
+                            pinger.handle_input(&remaining, ctx.now)
+                        }
+                    }
+                    Err(error) => Err(error.clone()),
+                };
+                entry.kind = StreamKind::PingOut { pinger, deadline };
+                ctx.deadlines.insert((deadline, ctx.id, id));
+                self.flush(id);
+                if let Err(error) = early {
+                    self.fail_ping(id, error.to_string(), ctx);
+                }
+            }
+        }
+    }
+
+    fn fail_ping(&mut self, id: StreamId, reason: String, ctx: &mut Ctx<'_>) {
+        self.ping_in_flight = None;
+        ctx.events.push(Event::PingFailed {
+            connection: ctx.id,
+            reason,
+        });
+        self.streams.remove(&id);
+        self.abort_stream(id, CODE_PROTOCOL_ERROR);
+    }
+
+    /// The peer finished (`code == None`) or reset its sending side.
+    fn on_stream_end(&mut self, id: StreamId, code: Option<u64>, ctx: &mut Ctx<'_>) {
+        let Some(mut entry) = self.streams.remove(&id) else { return };
+        entry.recv_closed = true;
+        match entry.kind {
+            StreamKind::Negotiating { .. } => {
+                let failure = match code {
+                    Some(code) => StreamOpenFailure::Reset(code),
+                    None => StreamOpenFailure::Finished,
+                };
+                self.report_stream_failure(id, &entry.kind, failure, ctx);
+                self.abort_stream(id, CODE_PROTOCOL_ERROR);
+                return;
+            }
+            StreamKind::IdentifyFetch { ref buffer, .. } => {
+                let event = match code {
+                    Some(code) => Event::IdentifyFailed {
+                        connection: ctx.id,
+                        reason: format!("identify stream reset by peer (code {code})"),
+                    },
+                    None => self.identify_event(buffer, ctx),
+                };
+                ctx.events.push(event);
+                entry.kind = StreamKind::IdentifyServe;
+            }
+            StreamKind::PingOut { .. } => {
+                self.fail_ping(id, "peer closed the ping stream before echoing".into(), ctx);
+                return;
+            }
+            StreamKind::PingServe { .. } => {
+                // The pinger is done: finish our side once the last echo is out.
+                entry.finish_when_flushed = true;
+            }
+            StreamKind::App { .. } => {
+                // Left to the application's read; not reached (App streams are not read here).
+            }
+            StreamKind::IdentifyServe | StreamKind::PingDone => {}
+        }
+        if code.is_some() && !entry.send_closed {
+            // The peer abandoned the stream: stop writing to it too.
+            self.abort_stream(id, CODE_CANCELLED);
+            return;
+        }
+        if !entry.is_done() {
+            self.streams.insert(id, entry);
+            self.flush(id);
+        }
+    }
+
+    fn identify_event(&self, buffer: &BytesMut, ctx: &Ctx<'_>) -> Event {
+        match identify::decode_complete(buffer) {
+            Err(error) => Event::IdentifyFailed {
+                connection: ctx.id,
+                reason: error.to_string(),
+            },
+            Ok(received) => {
+                let info = received.info;
+                let claimed = info.public_key.to_peer_id();
+                if Some(claimed) != self.peer {
+                    Event::IdentifyFailed {
+                        connection: ctx.id,
+                        reason: format!(
+                            "identify key is for {claimed}, but the connection is authenticated as {}",
+                            self.peer.map(|p| p.to_string()).unwrap_or_default()
+                        ),
+                    }
+                } else {
+                    Event::Identified {
+                        connection: ctx.id,
+                        info: Box::new(info),
+                    }
+                }
+            }
+        }
+    }
+
+    fn on_writable(&mut self, id: StreamId, ctx: &mut Ctx<'_>) {
+        let is_app = matches!(
+            self.streams.get(&id).map(|e| &e.kind),
+            Some(StreamKind::App { .. })
+        );
+        self.flush(id);
+        if is_app {
+            ctx.events.push(Event::StreamWritable {
+                stream: StreamHandle { connection: ctx.id, id },
+            });
+        } else if matches!(
+            self.streams.get(&id).map(|e| &e.kind),
+            Some(StreamKind::PingServe { .. })
+        ) {
+            // Echo backlog may have drained: resume reading.
+            self.on_readable(id, ctx);
+        }
+    }
+
+    fn on_stopped(&mut self, id: StreamId, code: u64, ctx: &mut Ctx<'_>) {
+        let Some(entry) = self.streams.get_mut(&id) else { return };
+        entry.send_closed = true;
+        entry.pending_write.clear();
+        match &entry.kind {
+            StreamKind::App { .. } => {
+                ctx.events.push(Event::StreamStopped {
+                    stream: StreamHandle { connection: ctx.id, id },
+                    code,
+                });
+            }
+            StreamKind::Negotiating { .. } | StreamKind::PingOut { .. } | StreamKind::IdentifyFetch { .. } => {
+                if let Some(entry) = self.streams.remove(&id) {
+                    let failure = StreamOpenFailure::Reset(code);
+                    self.report_stream_failure(id, &entry.kind, failure, ctx);
+                }
+                self.abort_stream(id, CODE_CANCELLED);
+                return;
+            }
+            _ => {}
+        }
+        self.with_entry(id, |_| {});
+    }
+
+    /// Reports the failure of a stream the node or application was waiting on.
+    fn report_stream_failure(
+        &mut self,
+        id: StreamId,
+        kind: &StreamKind,
+        failure: StreamOpenFailure,
+        ctx: &mut Ctx<'_>,
+    ) {
+        let stream = StreamHandle { connection: ctx.id, id };
+        match kind {
+            StreamKind::Negotiating { purpose, negotiation, .. } => match (purpose, negotiation) {
+                (_, Negotiation::Listener(_)) => {}
+                (Purpose::App, _) => ctx.events.push(Event::StreamOpenFailed { stream, failure }),
+                (Purpose::Identify, _) => ctx.events.push(Event::IdentifyFailed {
+                    connection: ctx.id,
+                    reason: failure.to_string(),
+                }),
+                (Purpose::Ping, _) => {
+                    self.ping_in_flight = None;
+                    ctx.events.push(Event::PingFailed {
+                        connection: ctx.id,
+                        reason: failure.to_string(),
+                    });
+                }
+            },
+            StreamKind::IdentifyFetch { .. } => ctx.events.push(Event::IdentifyFailed {
+                connection: ctx.id,
+                reason: failure.to_string(),
+            }),
+            StreamKind::PingOut { .. } => {
+                self.ping_in_flight = None;
+                ctx.events.push(Event::PingFailed {
+                    connection: ctx.id,
+                    reason: failure.to_string(),
+                });
+            }
+            _ => {}
+        }
+    }
+
+    /// Resets our sending side and stops the peer's, ignoring streams already closed.
+    pub(crate) fn abort_stream(&mut self, id: StreamId, code: u32) {
+        let code = VarInt::from_u32(code);
+        let _ = self.quic.send_stream(id).reset(code);
+        let _ = self.quic.recv_stream(id).stop(code);
+    }
+
+    /// Finishes our sending side (after anything already written) and stops the peer's.
+    fn finish_and_stop(&mut self, id: StreamId, code: u32) {
+        let _ = self.quic.send_stream(id).finish();
+        let _ = self.quic.recv_stream(id).stop(VarInt::from_u32(code));
+    }
+
+    /// Writes what the node queued on stream `id`, then finishes it if asked.
+    pub(crate) fn flush(&mut self, id: StreamId) {
+        let Some(entry) = self.streams.get_mut(&id) else { return };
+        let mut send = self.quic.send_stream(id);
+        while !entry.pending_write.is_empty() && !entry.send_closed {
+            match send.write(&entry.pending_write) {
+                Ok(written) => entry.pending_write.advance(written),
+                Err(WriteError::Blocked) => return,
+                Err(WriteError::Stopped(_) | WriteError::ClosedStream) => {
+                    entry.pending_write.clear();
+                    entry.send_closed = true;
+                }
+            }
+        }
+        if entry.pending_write.is_empty() && entry.finish_when_flushed && !entry.send_closed {
+            let _ = send.finish();
+            entry.finish_when_flushed = false;
+            // The Finished event marks it closed once the peer acknowledged everything; until
+            // then the entry stays so stray data is drained.
+        }
+        if entry.is_done() {
+            self.streams.remove(&id);
+        }
+    }
+
+    /// A stream deadline passed: if the stream is still waiting, reset it and report.
+    pub(crate) fn expire_stream(&mut self, id: StreamId, deadline: Instant, ctx: &mut Ctx<'_>) {
+        let still_waiting = self
+            .streams
+            .get(&id)
+            .and_then(|e| e.kind.deadline())
+            .is_some_and(|d| d == deadline);
+        if !still_waiting {
+            return;
+        }
+        if let Some(entry) = self.streams.remove(&id) {
+            self.report_stream_failure(id, &entry.kind, StreamOpenFailure::TimedOut, ctx);
+        }
+        self.abort_stream(id, CODE_TIMED_OUT);
+    }
+}

@@ -1,0 +1,102 @@
+//! What a node reports to its application.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use super::error::{ConnectionFailure, StreamOpenFailure};
+use super::ids::{ConnectionId, Direction, StreamHandle};
+use crate::identity::PeerId;
+use crate::protocols::identify::IdentifyInfo;
+
+/// Something that happened, reported by [`Node::poll_output`](super::Node::poll_output).
+#[derive(Debug, Clone)]
+#[must_use]
+pub enum Event {
+    /// The QUIC handshake finished and the peer's PeerId was derived from its verified
+    /// certificate (and, for a dial, matched the expected one).
+    ConnectionEstablished {
+        /// The connection.
+        connection: ConnectionId,
+        /// The authenticated remote peer.
+        peer: PeerId,
+        /// The peer's UDP address.
+        remote: SocketAddr,
+        /// Who dialed.
+        direction: Direction,
+    },
+    /// A connection ended, or a dial failed. The id is dead afterwards.
+    ConnectionClosed {
+        /// The connection.
+        connection: ConnectionId,
+        /// The peer, if its identity was established (or, for a failed dial, expected).
+        peer: Option<PeerId>,
+        /// Why it ended.
+        failure: ConnectionFailure,
+    },
+    /// The peer answered identify.
+    Identified {
+        /// The connection.
+        connection: ConnectionId,
+        /// What the peer announced (its key already checked against the connection's PeerId).
+        info: Box<IdentifyInfo>,
+    },
+    /// The peer's identify answer was unusable; the connection stays up.
+    IdentifyFailed {
+        /// The connection.
+        connection: ConnectionId,
+        /// What was wrong.
+        reason: String,
+    },
+    /// A ping round trip completed.
+    PingSucceeded {
+        /// The connection.
+        connection: ConnectionId,
+        /// Time from sending the payload to receiving its echo.
+        rtt: Duration,
+    },
+    /// A ping failed (refused, wrong echo, stream reset, timed out).
+    PingFailed {
+        /// The connection.
+        connection: ConnectionId,
+        /// What went wrong.
+        reason: String,
+    },
+    /// An outbound stream finished negotiating and is ready for reads and writes.
+    StreamReady {
+        /// The stream.
+        stream: StreamHandle,
+        /// The negotiated protocol.
+        protocol: String,
+    },
+    /// An outbound stream could not be opened for its protocol; it is gone.
+    StreamOpenFailed {
+        /// The stream.
+        stream: StreamHandle,
+        /// Why.
+        failure: StreamOpenFailure,
+    },
+    /// The peer opened a stream for one of our application protocols.
+    InboundStream {
+        /// The stream.
+        stream: StreamHandle,
+        /// The negotiated protocol.
+        protocol: String,
+    },
+    /// Data (or the end of the stream, or a reset) is waiting to be read.
+    StreamReadable {
+        /// The stream.
+        stream: StreamHandle,
+    },
+    /// A write that returned 0 bytes may now make progress: backpressure released.
+    StreamWritable {
+        /// The stream.
+        stream: StreamHandle,
+    },
+    /// The peer asked us to stop sending; further writes fail.
+    StreamStopped {
+        /// The stream.
+        stream: StreamHandle,
+        /// The peer's error code.
+        code: u64,
+    },
+}

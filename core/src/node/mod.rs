@@ -1,0 +1,740 @@
+//! The sans-IO node: one QUIC endpoint, its connections, and the libp2p protocols above them.
+
+mod config;
+mod connection;
+mod error;
+mod event;
+mod ids;
+mod quic;
+mod stream;
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use quinn_proto::{ConnectionHandle, DatagramEvent, Dir, EcnCodepoint, StreamId, VarInt};
+use rand_chacha::ChaCha20Rng;
+
+pub use config::{ConfigError, NodeConfig};
+pub use error::{ConnectionFailure, DialError, PingError, StreamError, StreamOpenFailure};
+pub use event::Event;
+pub use ids::{ConnectionId, Direction, StreamHandle};
+pub use quinn_proto::Transmit;
+
+use connection::{Conn, ConnState, Ctx, EventQueue, LocalInfo, CODE_CANCELLED};
+use stream::{Purpose, StreamKind};
+
+use crate::identity::{Keypair, PeerId};
+use crate::protocols::{IDENTIFY, PING};
+use crate::seed::SeedTree;
+use crate::tls::{self, TlsIdentity};
+use crate::wallclock::{UnixAnchor, WallClock};
+
+/// Longest the node asks to sleep when it has no deadline at all. Waking spuriously is harmless.
+const MAX_SLEEP: Duration = Duration::from_secs(3600);
+/// Most stateless responses (version negotiation, resets, refusals) queued at once; beyond it,
+/// new ones are dropped, as a real socket buffer would.
+const MAX_ENDPOINT_RESPONSES: usize = 256;
+
+/// A received UDP datagram.
+#[derive(Debug)]
+pub struct Datagram {
+    /// Who sent it.
+    pub remote: SocketAddr,
+    /// The local IP it was received on, when the socket reports it.
+    pub local_ip: Option<IpAddr>,
+    /// Its ECN codepoint, when the socket reports it.
+    pub ecn: Option<EcnCodepoint>,
+    /// Its payload (one datagram; split GRO batches first).
+    pub data: BytesMut,
+}
+
+/// What [`Node::poll_output`] hands back.
+#[derive(Debug)]
+#[must_use]
+pub enum Output {
+    /// Send `transmit.size` bytes from the start of the buffer passed to `poll_output`.
+    Transmit(Transmit),
+    /// Something happened.
+    Event(Event),
+    /// Drained: nothing more to do until this instant or the next input.
+    Timeout(Instant),
+}
+
+/// Counters and sizes, for metrics and tests.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NodeStats {
+    /// Connections held (any state).
+    pub connections: usize,
+    /// Streams the node tracks over all connections.
+    pub streams: usize,
+    /// Events dropped because the application did not drain them ([`NodeConfig::max_events`]).
+    pub events_dropped: u64,
+    /// Inbound connections refused because the node was at [`NodeConfig::max_connections`].
+    pub connections_refused: u64,
+    /// Stateless responses dropped because too many were queued.
+    pub responses_dropped: u64,
+}
+
+/// What an application read returned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[must_use]
+pub enum ReadOutcome {
+    /// Bytes, in order.
+    Data(Bytes),
+    /// Nothing buffered now; a [`Event::StreamReadable`] follows when there is.
+    Blocked,
+    /// The peer finished its side; no more data will come.
+    Finished,
+}
+
+/// A libp2p node over QUIC, with no I/O, no clock and no OS randomness of its own.
+///
+/// # How to drive it
+///
+/// `Node` follows quinn-proto's `Connection` and str0m's `Rtc`. Its methods come in four kinds:
+///
+/// - **Inputs**, `handle_*`: a received datagram ([`Node::handle_datagram`]) or the passing of
+///   time ([`Node::handle_timeout`]). Every input carries `now`.
+/// - **Commands**: [`Node::dial`], [`Node::open_stream`], [`Node::write`], [`Node::read`],
+///   [`Node::finish`], [`Node::reset`], [`Node::ping`], [`Node::close`],
+///   [`Node::set_unix_time`]. Each returns an immediate `Result` for misuse or a local limit;
+///   everything the peer does in response is reported later as an [`Event`].
+/// - **Outputs**: [`Node::poll_output`] returns [`Output::Transmit`] (bytes written into the
+///   caller's buffer), [`Output::Event`], and finally [`Output::Timeout`].
+/// - **Getters**: [`Node::peer_id`], [`Node::stats`], [`Node::connection_peer`]…
+///
+/// **The drain rule**: after every input and every command, call `poll_output` until it
+/// returns `Output::Timeout(t)`; then wait for a datagram or for `t`, whichever is first, and
+/// feed it in. Outputs not drained are not lost but delay transmissions and grow the event
+/// queue (bounded by [`NodeConfig::max_events`]).
+///
+/// # Time
+///
+/// `now` must not go backwards between calls; an earlier `now` is treated as the latest one
+/// seen. Deadlines are plain `Instant`s, so a simulator may run the node on virtual time.
+/// Spurious timeouts are harmless. Wall-clock time (for certificate validity, QUIC tokens and,
+/// later, reservation expiry) is an input too: the unix time given to [`Node::new`] and
+/// [`Node::set_unix_time`] is mapped onto `now`.
+///
+/// # Randomness
+///
+/// All randomness the node draws itself (QUIC connection IDs, reset and token keys, ping
+/// payloads, certificate key) derives from the seed given to [`Node::new`]; production callers
+/// pass OS-random bytes, tests pass fixed ones. (rustls still draws TLS randoms and ephemeral
+/// keys from ring's generator; the simulator replaces that provider.)
+///
+/// # Panics
+///
+/// No input from a peer can make the node panic. Peer faults end a stream or a connection and
+/// are reported as events.
+pub struct Node {
+    keypair: Keypair,
+    peer_id: PeerId,
+    tls: TlsIdentity,
+    clock: WallClock,
+    anchor: UnixAnchor,
+    endpoint: quinn_proto::Endpoint,
+    transport: Arc<quinn_proto::TransportConfig>,
+    local: LocalInfo,
+    connections: BTreeMap<ConnectionId, Conn>,
+    by_handle: BTreeMap<ConnectionHandle, ConnectionId>,
+    next_connection: u64,
+    /// quinn-proto deadlines, one per connection, ordered.
+    timers: BTreeSet<(Instant, ConnectionId)>,
+    /// Stream deadlines (negotiation, identify, ping), ordered; stale entries are skipped.
+    deadlines: BTreeSet<(Instant, ConnectionId, StreamId)>,
+    /// Connections touched since they were last polled for transmits.
+    dirty: BTreeSet<ConnectionId>,
+    responses: VecDeque<(Transmit, Bytes)>,
+    events: EventQueue,
+    ping_rng: ChaCha20Rng,
+    initial_cids: Arc<Mutex<ChaCha20Rng>>,
+    now: Instant,
+    scratch: Vec<u8>,
+    connections_refused: u64,
+    responses_dropped: u64,
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node")
+            .field("peer_id", &self.peer_id)
+            .field("connections", &self.connections.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why a node could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// A configuration value is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The TLS identity or configuration could not be built.
+    #[error("TLS setup failed: {0}")]
+    Tls(String),
+}
+
+impl Node {
+    /// A node with identity `keypair`, drawing all of its randomness from `seed`, starting at
+    /// monotonic time `now` which is unix time `unix_time`.
+    pub fn new(
+        config: NodeConfig,
+        keypair: Keypair,
+        seed: [u8; 32],
+        now: Instant,
+        unix_time: Duration,
+    ) -> Result<Self, NodeError> {
+        config.validate()?;
+        let seeds = SeedTree::new(seed);
+        let clock = WallClock::new(unix_time);
+        let tls = TlsIdentity::new(&keypair, seeds.derive("tls-certificate-key"))
+            .map_err(|e| NodeError::Tls(e.to_string()))?;
+        let server_tls = tls::server_config(&tls, clock.clone()).map_err(|e| NodeError::Tls(e.to_string()))?;
+        let transport = quic::transport_config(&config);
+        let server = quic::server_config(server_tls, Arc::clone(&transport), &seeds, &clock)
+            .map_err(|e| NodeError::Tls(e.to_string()))?;
+        let endpoint = quinn_proto::Endpoint::new(quic::endpoint_config(&seeds), Some(server), false, None);
+        let mut supported = vec![IDENTIFY.to_owned(), PING.to_owned()];
+        supported.extend(config.protocols.iter().cloned());
+        let supported: Arc<[String]> = supported.into();
+        let events = EventQueue::new(config.max_events);
+        let peer_id = keypair.public().to_peer_id();
+        Ok(Self {
+            local: LocalInfo {
+                config,
+                public_key: keypair.public(),
+                supported,
+            },
+            peer_id,
+            keypair,
+            tls,
+            anchor: UnixAnchor::new(now, unix_time),
+            clock,
+            endpoint,
+            transport,
+            connections: BTreeMap::new(),
+            by_handle: BTreeMap::new(),
+            next_connection: 0,
+            timers: BTreeSet::new(),
+            deadlines: BTreeSet::new(),
+            dirty: BTreeSet::new(),
+            responses: VecDeque::new(),
+            events,
+            ping_rng: seeds.rng("ping-payloads"),
+            initial_cids: Arc::new(Mutex::new(seeds.rng("quic-initial-dcid"))),
+            now,
+            scratch: Vec::new(),
+            connections_refused: 0,
+            responses_dropped: 0,
+        })
+    }
+
+    // ----- getters -----
+
+    /// This node's PeerId.
+    #[must_use]
+    pub fn peer_id(&self) -> PeerId {
+        self.peer_id
+    }
+
+    /// This node's host key.
+    #[must_use]
+    pub fn keypair(&self) -> &Keypair {
+        &self.keypair
+    }
+
+    /// The authenticated peer of an established connection.
+    #[must_use]
+    pub fn connection_peer(&self, connection: ConnectionId) -> Option<PeerId> {
+        self.connections.get(&connection).and_then(|c| c.peer)
+    }
+
+    /// The connection's current smoothed round-trip time estimate.
+    #[must_use]
+    pub fn connection_rtt(&self, connection: ConnectionId) -> Option<Duration> {
+        self.connections.get(&connection).map(|c| c.quic.rtt())
+    }
+
+    /// The protocol negotiated on an application stream.
+    #[must_use]
+    pub fn stream_protocol(&self, stream: StreamHandle) -> Option<&str> {
+        match &self.connections.get(&stream.connection)?.streams.get(&stream.id)?.kind {
+            StreamKind::App { protocol, .. } => Some(protocol),
+            _ => None,
+        }
+    }
+
+    /// The current unix time as the node sees it.
+    #[must_use]
+    pub fn unix_time(&self) -> Duration {
+        self.clock.unix()
+    }
+
+    /// Counters and sizes.
+    #[must_use]
+    pub fn stats(&self) -> NodeStats {
+        NodeStats {
+            connections: self.connections.len(),
+            streams: self.connections.values().map(|c| c.streams.len()).sum(),
+            events_dropped: self.events.dropped,
+            connections_refused: self.connections_refused,
+            responses_dropped: self.responses_dropped,
+        }
+    }
+
+    // ----- inputs -----
+
+    /// Feeds one received datagram.
+    pub fn handle_datagram(&mut self, now: Instant, datagram: Datagram) {
+        self.advance(now);
+        let now = self.now;
+        let mut buf = std::mem::take(&mut self.scratch);
+        buf.clear();
+        let event = self.endpoint.handle(
+            now,
+            datagram.remote,
+            datagram.local_ip,
+            datagram.ecn,
+            datagram.data,
+            &mut buf,
+        );
+        match event {
+            None => {}
+            Some(DatagramEvent::Response(transmit)) => self.queue_response(transmit, &buf),
+            Some(DatagramEvent::ConnectionEvent(handle, event)) => {
+                if let Some(&id) = self.by_handle.get(&handle) {
+                    if let Some(conn) = self.connections.get_mut(&id) {
+                        conn.quic.handle_event(event);
+                    }
+                    self.process(id);
+                }
+            }
+            Some(DatagramEvent::NewConnection(incoming)) => {
+                if self.connections.len() >= self.local.config.max_connections {
+                    self.connections_refused += 1;
+                    buf.clear();
+                    let transmit = self.endpoint.refuse(incoming, &mut buf);
+                    self.queue_response(transmit, &buf);
+                } else {
+                    buf.clear();
+                    match self.endpoint.accept(incoming, now, &mut buf, None) {
+                        Ok((handle, quic)) => {
+                            let id = self.insert_connection(handle, quic, Direction::Inbound, None, None);
+                            self.process(id);
+                        }
+                        Err(error) => {
+                            if let Some(transmit) = error.response {
+                                self.queue_response(transmit, &buf);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        self.scratch = buf;
+    }
+
+    /// Tells the node that time has passed. Call it at (or after) the instant of the last
+    /// [`Output::Timeout`]; calling it early or twice is harmless.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.advance(now);
+        let now = self.now;
+        // Each expired timer is removed before its connection is processed, and processing
+        // re-registers only a strictly later deadline or the same one once handled, so this
+        // loop ends.
+        while let Some(&(at, id)) = self.timers.first() {
+            if at > now {
+                break;
+            }
+            self.timers.remove(&(at, id));
+            if let Some(conn) = self.connections.get_mut(&id) {
+                conn.registered_timer = None;
+                conn.quic.handle_timeout(now);
+            }
+            self.process(id);
+        }
+        while let Some(&(at, id, stream)) = self.deadlines.first() {
+            if at > now {
+                break;
+            }
+            self.deadlines.remove(&(at, id, stream));
+            self.with_ctx(id, |conn, ctx| conn.expire_stream(stream, at, ctx));
+            self.process(id);
+        }
+    }
+
+    // ----- commands -----
+
+    /// Sets the current unix time (call it when the wall clock drifts from the monotonic clock).
+    pub fn set_unix_time(&mut self, now: Instant, unix_time: Duration) {
+        self.advance(now);
+        self.anchor = UnixAnchor::new(self.now, unix_time);
+        self.clock.set(unix_time);
+    }
+
+    /// Dials `remote`, requiring the peer to prove it is `expected`. The outcome is reported
+    /// as [`Event::ConnectionEstablished`] or [`Event::ConnectionClosed`] (a different PeerId
+    /// gives [`ConnectionFailure::Certificate`] with
+    /// [`CertificateError::PeerIdMismatch`](crate::tls::CertificateError::PeerIdMismatch)).
+    pub fn dial(&mut self, now: Instant, remote: SocketAddr, expected: PeerId) -> Result<ConnectionId, DialError> {
+        self.advance(now);
+        if expected == self.peer_id {
+            return Err(DialError::SelfDial(expected));
+        }
+        if self.connections.len() >= self.local.config.max_connections {
+            return Err(DialError::TooManyConnections {
+                max: self.local.config.max_connections,
+            });
+        }
+        if remote.port() == 0 || remote.ip().is_unspecified() {
+            return Err(DialError::InvalidAddress(remote));
+        }
+        let (client_tls, outcome) = tls::client_config(&self.tls, self.clock.clone(), Some(expected))
+            .map_err(|e| DialError::Tls(e.to_string()))?;
+        let client = quic::client_config(client_tls, Arc::clone(&self.transport), &self.initial_cids)
+            .map_err(|e| DialError::Tls(e.to_string()))?;
+        // libp2p identifies the server by its certificate, not by name; "l" is the placeholder
+        // server name libp2p implementations use.
+        let (handle, quic) = self.endpoint.connect(self.now, client, remote, "l")?;
+        let id = self.insert_connection(handle, quic, Direction::Outbound, Some(expected), Some(outcome));
+        self.process(id);
+        Ok(id)
+    }
+
+    /// Opens a stream on an established connection and negotiates `protocol` on it. The stream
+    /// is usable after [`Event::StreamReady`]; a refusal is [`Event::StreamOpenFailed`].
+    pub fn open_stream(&mut self, now: Instant, connection: ConnectionId, protocol: &str) -> Result<StreamHandle, StreamError> {
+        self.advance(now);
+        if let Err(error) = crate::multistream::Dialer::new([protocol]) {
+            return Err(StreamError::InvalidProtocol(format!("`{protocol}`: {error}")));
+        }
+        self.established(connection)?;
+        let id = self
+            .with_ctx(connection, |conn, ctx| conn.open_outbound(protocol, Purpose::App, ctx))
+            .flatten()
+            .ok_or(StreamError::TooManyStreams(connection))?;
+        self.process(connection);
+        Ok(StreamHandle { connection, id })
+    }
+
+    /// Writes as much of `data` as flow control allows now and returns how much that was; `0`
+    /// means blocked until [`Event::StreamWritable`].
+    pub fn write(&mut self, now: Instant, stream: StreamHandle, data: &[u8]) -> Result<usize, StreamError> {
+        self.advance(now);
+        let conn = self.app_stream(stream)?;
+        let result = match conn.quic.send_stream(stream.id).write(data) {
+            Ok(written) => Ok(written),
+            Err(quinn_proto::WriteError::Blocked) => Ok(0),
+            Err(quinn_proto::WriteError::Stopped(code)) => Err(StreamError::Stopped {
+                stream,
+                code: code.into_inner(),
+            }),
+            Err(quinn_proto::WriteError::ClosedStream) => Err(StreamError::AlreadyFinished(stream)),
+        };
+        self.dirty.insert(stream.connection);
+        result
+    }
+
+    /// Reads up to `max` bytes, in order.
+    pub fn read(&mut self, now: Instant, stream: StreamHandle, max: usize) -> Result<ReadOutcome, StreamError> {
+        self.advance(now);
+        let conn = self.app_stream(stream)?;
+        let entry = conn.streams.get_mut(&stream.id).ok_or(StreamError::UnknownStream(stream))?;
+        if let StreamKind::App { leftover, .. } = &mut entry.kind {
+            if !leftover.is_empty() {
+                let take = max.min(leftover.len());
+                return Ok(ReadOutcome::Data(leftover.split_to(take)));
+            }
+        }
+        if entry.recv_closed {
+            return Ok(ReadOutcome::Finished);
+        }
+        let mut recv = conn.quic.recv_stream(stream.id);
+        let mut chunks = match recv.read(true) {
+            Ok(chunks) => chunks,
+            Err(_) => return Err(StreamError::UnknownStream(stream)),
+        };
+        let outcome = match chunks.next(max) {
+            Ok(Some(chunk)) => Ok(ReadOutcome::Data(chunk.bytes)),
+            Ok(None) => Ok(ReadOutcome::Finished),
+            Err(quinn_proto::ReadError::Blocked) => Ok(ReadOutcome::Blocked),
+            Err(quinn_proto::ReadError::Reset(code)) => Err(StreamError::Reset {
+                stream,
+                code: code.into_inner(),
+            }),
+        };
+        let _ = chunks.finalize();
+        if matches!(outcome, Ok(ReadOutcome::Finished) | Err(StreamError::Reset { .. })) {
+            entry.recv_closed = true;
+            if entry.is_done() {
+                conn.streams.remove(&stream.id);
+            }
+        }
+        self.dirty.insert(stream.connection);
+        outcome
+    }
+
+    /// Finishes the sending side of a stream: the peer reads to the end, then sees the finish.
+    pub fn finish(&mut self, now: Instant, stream: StreamHandle) -> Result<(), StreamError> {
+        self.advance(now);
+        let conn = self.app_stream(stream)?;
+        let result = match conn.quic.send_stream(stream.id).finish() {
+            Ok(()) => Ok(()),
+            Err(quinn_proto::FinishError::Stopped(code)) => Err(StreamError::Stopped {
+                stream,
+                code: code.into_inner(),
+            }),
+            Err(quinn_proto::FinishError::ClosedStream) => Err(StreamError::AlreadyFinished(stream)),
+        };
+        self.dirty.insert(stream.connection);
+        result
+    }
+
+    /// Abandons a stream in both directions with an application error code.
+    pub fn reset(&mut self, now: Instant, stream: StreamHandle, code: u32) -> Result<(), StreamError> {
+        self.advance(now);
+        let conn = self.app_stream(stream)?;
+        conn.streams.remove(&stream.id);
+        conn.abort_stream(stream.id, code);
+        self.dirty.insert(stream.connection);
+        Ok(())
+    }
+
+    /// Measures the round trip to the peer of `connection` with libp2p ping; the result is
+    /// [`Event::PingSucceeded`] or [`Event::PingFailed`].
+    pub fn ping(&mut self, now: Instant, connection: ConnectionId) -> Result<(), PingError> {
+        self.advance(now);
+        self.established(connection)?;
+        if let Some(conn) = self.connections.get(&connection) {
+            if conn.ping_in_flight.is_some() {
+                return Err(PingError::InFlight(connection));
+            }
+        }
+        let id = self
+            .with_ctx(connection, |conn, ctx| {
+                let id = conn.open_outbound(PING, Purpose::Ping, ctx);
+                conn.ping_in_flight = id;
+                id
+            })
+            .flatten()
+            .ok_or(StreamError::TooManyStreams(connection))?;
+        let _ = id;
+        self.process(connection);
+        Ok(())
+    }
+
+    /// Closes a connection with an application error code. Reported at once as
+    /// [`Event::ConnectionClosed`] with [`ConnectionFailure::ClosedLocally`].
+    pub fn close(&mut self, now: Instant, connection: ConnectionId, code: u32, reason: &[u8]) -> Result<(), StreamError> {
+        self.advance(now);
+        let now = self.now;
+        if !self.connections.contains_key(&connection) {
+            return Err(StreamError::UnknownConnection(connection));
+        }
+        self.with_ctx(connection, |conn, ctx| {
+            conn.quic.close(now, VarInt::from_u32(code), Bytes::copy_from_slice(reason));
+            conn.report_closed(ConnectionFailure::ClosedLocally, ctx);
+        });
+        self.process(connection);
+        Ok(())
+    }
+
+    // ----- outputs -----
+
+    /// The next output. Call until it returns [`Output::Timeout`] (the drain rule); a
+    /// [`Output::Transmit`]'s bytes are at the start of `buf`.
+    pub fn poll_output(&mut self, buf: &mut Vec<u8>) -> Output {
+        if let Some(event) = self.events.pop() {
+            return Output::Event(event);
+        }
+        if let Some((transmit, data)) = self.responses.pop_front() {
+            buf.clear();
+            buf.extend_from_slice(&data);
+            return Output::Transmit(transmit);
+        }
+        while let Some(&id) = self.dirty.first() {
+            let now = self.now;
+            if let Some(conn) = self.connections.get_mut(&id) {
+                buf.clear();
+                if let Some(transmit) = conn.quic.poll_transmit(now, 1, buf) {
+                    return Output::Transmit(transmit);
+                }
+            }
+            self.dirty.remove(&id);
+            self.refresh_timer(id);
+        }
+        let next_timer = self.timers.first().map(|&(at, _)| at);
+        let next_deadline = self.deadlines.first().map(|&(at, _, _)| at);
+        let wake = [next_timer, next_deadline]
+            .into_iter()
+            .flatten()
+            .min()
+            .unwrap_or(self.now + MAX_SLEEP);
+        Output::Timeout(wake)
+    }
+
+    // ----- internals -----
+
+    fn advance(&mut self, now: Instant) {
+        if now > self.now {
+            self.now = now;
+        }
+        self.clock.set(self.anchor.unix_at(self.now));
+    }
+
+    fn queue_response(&mut self, transmit: Transmit, buf: &[u8]) {
+        if self.responses.len() >= MAX_ENDPOINT_RESPONSES {
+            self.responses_dropped += 1;
+            return;
+        }
+        let data = Bytes::copy_from_slice(&buf[..transmit.size]);
+        self.responses.push_back((transmit, data));
+    }
+
+    fn insert_connection(
+        &mut self,
+        handle: ConnectionHandle,
+        quic: quinn_proto::Connection,
+        direction: Direction,
+        expected: Option<PeerId>,
+        outcome: Option<tls::VerificationOutcome>,
+    ) -> ConnectionId {
+        let id = ConnectionId(self.next_connection);
+        self.next_connection += 1;
+        self.by_handle.insert(handle, id);
+        self.connections
+            .insert(id, Conn::new(handle, quic, direction, expected, outcome));
+        id
+    }
+
+    fn established(&self, connection: ConnectionId) -> Result<(), StreamError> {
+        match self.connections.get(&connection) {
+            None => Err(StreamError::UnknownConnection(connection)),
+            Some(conn) if conn.state != ConnState::Established => Err(StreamError::NotEstablished(connection)),
+            Some(_) => Ok(()),
+        }
+    }
+
+    fn app_stream(&mut self, stream: StreamHandle) -> Result<&mut Conn, StreamError> {
+        let conn = self
+            .connections
+            .get_mut(&stream.connection)
+            .ok_or(StreamError::UnknownConnection(stream.connection))?;
+        match conn.streams.get(&stream.id).map(|e| &e.kind) {
+            None => Err(StreamError::UnknownStream(stream)),
+            Some(StreamKind::App { .. }) => Ok(conn),
+            Some(StreamKind::Negotiating { .. }) => Err(StreamError::Negotiating(stream)),
+            Some(_) => Err(StreamError::NotApplicationStream(stream)),
+        }
+    }
+
+    fn with_ctx<R>(&mut self, id: ConnectionId, f: impl FnOnce(&mut Conn, &mut Ctx<'_>) -> R) -> Option<R> {
+        let conn = self.connections.get_mut(&id)?;
+        let mut ctx = Ctx {
+            now: self.now,
+            unix_secs: self.clock.unix_secs(),
+            id,
+            events: &mut self.events,
+            local: &self.local,
+            ping_rng: &mut self.ping_rng,
+            deadlines: &mut self.deadlines,
+        };
+        let result = f(conn, &mut ctx);
+        self.dirty.insert(id);
+        Some(result)
+    }
+
+    /// Runs a connection after an input: endpoint events, protocol events, timer, cleanup.
+    fn process(&mut self, id: ConnectionId) {
+        let mut drained = false;
+        // Endpoint events are few per input (CID issuance, retirement, drain), so this ends.
+        loop {
+            let Some(conn) = self.connections.get_mut(&id) else { return };
+            let mut progressed = false;
+            while let Some(event) = conn.quic.poll_endpoint_events() {
+                progressed = true;
+                drained |= event.is_drained();
+                if let Some(reply) = self.endpoint.handle_event(conn.handle, event) {
+                    conn.quic.handle_event(reply);
+                }
+            }
+            self.with_ctx(id, |conn, ctx| conn.drive(ctx));
+            if !progressed {
+                break;
+            }
+        }
+        if drained {
+            if let Some(mut conn) = self.connections.remove(&id) {
+                self.with_removed(id, &mut conn);
+            }
+            return;
+        }
+        self.dirty.insert(id);
+        self.refresh_timer(id);
+    }
+
+    fn with_removed(&mut self, id: ConnectionId, conn: &mut Conn) {
+        if conn.state != ConnState::Closed {
+            let mut ctx = Ctx {
+                now: self.now,
+                unix_secs: self.clock.unix_secs(),
+                id,
+                events: &mut self.events,
+                local: &self.local,
+                ping_rng: &mut self.ping_rng,
+                deadlines: &mut self.deadlines,
+            };
+            conn.report_closed(ConnectionFailure::ClosedLocally, &mut ctx);
+        }
+        self.by_handle.remove(&conn.handle);
+        if let Some(at) = conn.registered_timer.take() {
+            self.timers.remove(&(at, id));
+        }
+        self.dirty.remove(&id);
+        let stale: Vec<_> = self
+            .deadlines
+            .iter()
+            .filter(|(_, c, _)| *c == id)
+            .copied()
+            .collect();
+        for key in stale {
+            self.deadlines.remove(&key);
+        }
+    }
+
+    fn refresh_timer(&mut self, id: ConnectionId) {
+        let Some(conn) = self.connections.get_mut(&id) else { return };
+        let next = conn.quic.poll_timeout();
+        if next == conn.registered_timer {
+            return;
+        }
+        if let Some(old) = conn.registered_timer.take() {
+            self.timers.remove(&(old, id));
+        }
+        if let Some(at) = next {
+            self.timers.insert((at, id));
+        }
+        conn.registered_timer = next;
+    }
+
+    #[allow(dead_code)]
+    fn open_streams(&self, connection: ConnectionId) -> usize {
+        self.connections
+            .get(&connection)
+            .map_or(0, |c| c.streams.len())
+    }
+
+    #[allow(dead_code)]
+    fn cancel_code() -> u32 {
+        CODE_CANCELLED
+    }
+
+    #[allow(dead_code)]
+    fn dir() -> Dir {
+        Dir::Bi
+    }
+}

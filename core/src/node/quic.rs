@@ -1,0 +1,121 @@
+//! quinn-proto configuration with every source of randomness and time taken from the node's
+//! inputs (DESIGN §3, §8): reset key, token key, connection-ID generator and initial destination
+//! CIDs from the seed; token time from the node's wall clock.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use quinn_proto::crypto::rustls::{QuicClientConfig, QuicServerConfig};
+use quinn_proto::{
+    ClientConfig, ConnectionIdGenerator, EndpointConfig, IdleTimeout, ServerConfig, TimeSource,
+    TransportConfig, VarInt,
+};
+use rand_chacha::ChaCha20Rng;
+use rand_chacha::rand_core::RngCore;
+
+use super::config::NodeConfig;
+use crate::seed::SeedTree;
+use crate::wallclock::WallClock;
+
+/// Length of the connection IDs we issue. 8 bytes is what RFC 9000 asks of an unpredictable CID.
+const CID_LEN: usize = 8;
+
+/// Issues connection IDs from a seeded generator instead of the thread RNG.
+struct SeededCidGenerator {
+    rng: ChaCha20Rng,
+}
+
+impl ConnectionIdGenerator for SeededCidGenerator {
+    fn generate_cid(&mut self) -> quinn_proto::ConnectionId {
+        let mut bytes = [0u8; CID_LEN];
+        self.rng.fill_bytes(&mut bytes);
+        quinn_proto::ConnectionId::new(&bytes)
+    }
+
+    fn cid_len(&self) -> usize {
+        CID_LEN
+    }
+
+    fn cid_lifetime(&self) -> Option<Duration> {
+        None
+    }
+}
+
+/// Token time for quinn-proto, read from the node's wall clock instead of the system clock.
+struct WallClockTimeSource(WallClock);
+
+impl TimeSource for WallClockTimeSource {
+    fn now(&self) -> SystemTime {
+        SystemTime::UNIX_EPOCH + self.0.unix()
+    }
+}
+
+/// The endpoint configuration: seeded reset key, RNG and CID generator.
+pub(crate) fn endpoint_config(seeds: &SeedTree) -> Arc<EndpointConfig> {
+    let reset_key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &seeds.derive("quic-reset-key"));
+    let mut config = EndpointConfig::new(Arc::new(reset_key));
+    let cid_seed = seeds.derive("quic-cid");
+    config.cid_generator(move || {
+        Box::new(SeededCidGenerator {
+            rng: rand_chacha::rand_core::SeedableRng::from_seed(cid_seed),
+        })
+    });
+    config.rng_seed(Some(seeds.derive("quic-endpoint-rng")));
+    Arc::new(config)
+}
+
+/// The transport parameters shared by both directions.
+pub(crate) fn transport_config(config: &NodeConfig) -> Arc<TransportConfig> {
+    let mut transport = TransportConfig::default();
+    transport
+        .max_concurrent_bidi_streams(VarInt::from_u32(config.max_streams_per_connection))
+        .max_concurrent_uni_streams(VarInt::from_u32(0))
+        .stream_receive_window(VarInt::from_u32(config.stream_receive_window))
+        .receive_window(VarInt::from_u32(config.connection_receive_window))
+        .datagram_receive_buffer_size(None)
+        .keep_alive_interval((!config.keep_alive.is_zero()).then_some(config.keep_alive))
+        // validate() bounds the idle timeout below 2^62 ms, so the conversion cannot fail.
+        .max_idle_timeout(Some(
+            IdleTimeout::try_from(config.idle_timeout).expect("validated idle timeout"),
+        ));
+    Arc::new(transport)
+}
+
+/// The server side: our TLS config, a seeded token key and wall-clock token time.
+pub(crate) fn server_config(
+    tls: Arc<rustls::ServerConfig>,
+    transport: Arc<TransportConfig>,
+    seeds: &SeedTree,
+    clock: &WallClock,
+) -> Result<Arc<ServerConfig>, quinn_proto::crypto::rustls::NoInitialCipherSuite> {
+    let crypto = QuicServerConfig::try_from(tls)?;
+    let token_key =
+        ring::hkdf::Salt::new(ring::hkdf::HKDF_SHA256, b"dep2p-quic-token").extract(&seeds.derive("quic-token-key"));
+    let mut config = ServerConfig::new(Arc::new(crypto), Arc::new(token_key));
+    config
+        .transport_config(transport)
+        .time_source(Arc::new(WallClockTimeSource(clock.clone())));
+    Ok(Arc::new(config))
+}
+
+/// A per-dial client config: our TLS config (which carries the expected PeerId) and seeded
+/// initial destination CIDs.
+pub(crate) fn client_config(
+    tls: Arc<rustls::ClientConfig>,
+    transport: Arc<TransportConfig>,
+    initial_cids: &Arc<Mutex<ChaCha20Rng>>,
+) -> Result<ClientConfig, quinn_proto::crypto::rustls::NoInitialCipherSuite> {
+    let crypto = QuicClientConfig::try_from(tls)?;
+    let mut config = ClientConfig::new(Arc::new(crypto));
+    let rng = Arc::clone(initial_cids);
+    config
+        .transport_config(transport)
+        .initial_dst_cid_provider(Arc::new(move || {
+            let mut bytes = [0u8; 16];
+            // A poisoned lock only means another dial panicked mid-fill; the RNG state is
+            // still a valid ChaCha state, so keep using it.
+            rng.lock().unwrap_or_else(|e| e.into_inner()).fill_bytes(&mut bytes);
+            quinn_proto::ConnectionId::new(&bytes)
+        }));
+    Ok(config)
+}

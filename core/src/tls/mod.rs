@@ -1,0 +1,46 @@
+//! The libp2p TLS handshake profile (libp2p/specs `tls/tls.md`, DESIGN §4.1).
+//!
+//! Every peer presents a self-signed X.509 certificate whose key is *not* its host key: the host
+//! key (Ed25519 for us) travels in the critical extension OID 1.3.6.1.4.1.53594.1.1 as a DER
+//! `SignedKey { publicKey, signature }`, where `signature` is the host key's signature over
+//! `"libp2p-tls-handshake:" ‖ SubjectPublicKeyInfo` of the certificate key. Both sides present a
+//! certificate (mutual authentication), TLS 1.3 only, ALPN `libp2p`.
+//!
+//! - [`certificate`]: generating our certificate ([`TlsIdentity`]) and verifying a peer's
+//!   ([`verify_certificate`]). The PeerId comes only from the extension, never from a name.
+//! - [`verifier`]: rustls certificate verifiers for both sides, which record the typed
+//!   [`CertificateError`] of a failure in a [`VerificationOutcome`] because rustls only carries
+//!   errors as strings.
+//! - [`config`]: the [`rustls::ClientConfig`] / [`rustls::ServerConfig`] used by quinn-proto (QUIC)
+//!   and by the `/tls/1.0.0` upgrade of relayed circuits.
+//!
+//! Time: certificate validity is checked against a [`crate::wallclock::WallClock`]; the configs
+//! also hand rustls a time provider reading that clock, so nothing here reads the system clock.
+//! Randomness: certificate generation is deterministic in its seed; rustls' ring provider still
+//! draws handshake randomness from ring internally (a deterministic provider for the simulator is
+//! a later step, DESIGN §3).
+
+// `CertificateError::PeerIdMismatch` holds two PeerIds (80 bytes each) so the node can name both
+// without unboxing; it is returned once per handshake, and the success side
+// (`VerifiedCertificate`) is about as large.
+#![allow(clippy::result_large_err)]
+
+pub mod certificate;
+pub mod config;
+pub mod verifier;
+
+pub use certificate::{
+    CertificateError, TlsIdentity, TlsIdentityError, VerifiedCertificate, verify_certificate,
+};
+pub use config::{
+    TlsConfigError, client_config, client_config_with_alpn, crypto_provider,
+    peer_id_from_certificates, server_config, server_config_with_alpn,
+};
+pub use verifier::{ClientCertificateVerifier, ServerCertificateVerifier, VerificationOutcome};
+
+/// The ALPN protocol id of libp2p over TLS (QUIC requires ALPN; peers offer it over TCP too).
+pub const ALPN: &[u8] = b"libp2p";
+
+/// The object identifier of the libp2p Public Key Extension, 1.3.6.1.4.1.53594.1.1 (allocated by
+/// IANA to Protocol Labs).
+pub const LIBP2P_EXTENSION_OID: &[u64] = &[1, 3, 6, 1, 4, 1, 53594, 1, 1];
