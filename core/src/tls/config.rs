@@ -13,6 +13,7 @@ use rustls::client::Resumption;
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, UnixTime};
 use rustls::server::NoServerSessionStorage;
+use rustls::sign::{CertifiedKey, SingleCertAndKey};
 use rustls::time_provider::TimeProvider;
 use rustls::{ClientConfig, ServerConfig};
 
@@ -62,11 +63,12 @@ pub fn server_config_with_alpn(
     alpn: &[&[u8]],
 ) -> Result<Arc<ServerConfig>, TlsConfigError> {
     let verifier = Arc::new(ClientCertificateVerifier::new(clock.clone()));
-    let mut config =
-        ServerConfig::builder_with_details(crypto_provider(), Arc::new(WallClockTime(clock)))
-            .with_protocol_versions(&[&rustls::version::TLS13])?
-            .with_client_cert_verifier(verifier)
-            .with_single_cert(vec![identity.certificate().clone()], identity.private_key())?;
+    let provider = crypto_provider();
+    let certificate = certificate_and_key(identity, &provider)?;
+    let mut config = ServerConfig::builder_with_details(provider, Arc::new(WallClockTime(clock)))
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_client_cert_verifier(verifier)
+        .with_cert_resolver(certificate);
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     config.session_storage = Arc::new(NoServerSessionStorage {});
     config.send_tls13_tickets = 0;
@@ -95,17 +97,34 @@ pub fn client_config_with_alpn(
 ) -> Result<(Arc<ClientConfig>, VerificationOutcome), TlsConfigError> {
     let verifier = ServerCertificateVerifier::new(clock.clone(), expected_peer);
     let outcome = verifier.outcome();
-    let mut config =
-        ClientConfig::builder_with_details(crypto_provider(), Arc::new(WallClockTime(clock)))
-            .with_protocol_versions(&[&rustls::version::TLS13])?
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(verifier))
-            .with_client_auth_cert(vec![identity.certificate().clone()], identity.private_key())?;
+    let provider = crypto_provider();
+    let certificate = certificate_and_key(identity, &provider)?;
+    let mut config = ClientConfig::builder_with_details(provider, Arc::new(WallClockTime(clock)))
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(verifier))
+        .with_client_cert_resolver(certificate);
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     config.resumption = Resumption::disabled();
     config.enable_sni = false;
     config.enable_early_data = false;
     Ok((Arc::new(config), outcome))
+}
+
+/// Our certificate and its signing key, always presented.
+///
+/// Not `with_single_cert`/`with_client_auth_cert`: those cross-check key and certificate by
+/// parsing the certificate with webpki, which refuses the (critical) libp2p extension. The pair
+/// is consistent by construction ([`TlsIdentity::new`]).
+fn certificate_and_key(
+    identity: &TlsIdentity,
+    provider: &CryptoProvider,
+) -> Result<Arc<SingleCertAndKey>, TlsConfigError> {
+    let key = provider
+        .key_provider
+        .load_private_key(identity.private_key())?;
+    let certified = CertifiedKey::new(vec![identity.certificate().clone()], key);
+    Ok(Arc::new(SingleCertAndKey::from(certified)))
 }
 
 /// The PeerId authenticated by the certificates a peer presented in a completed handshake
@@ -129,5 +148,256 @@ struct WallClockTime(WallClock);
 impl TimeProvider for WallClockTime {
     fn current_time(&self) -> Option<UnixTime> {
         Some(UnixTime::since_unix_epoch(self.0.unix()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use libp2p_identity::Keypair;
+    use rustls::{ClientConnection, ServerConnection};
+
+    use super::*;
+
+    const NOW: Duration = Duration::from_secs(1_700_000_000);
+
+    fn identity(n: u8) -> TlsIdentity {
+        let host = Keypair::ed25519_from_bytes([n; 32]).expect("32-byte ed25519 secret");
+        TlsIdentity::new(&host, [n.wrapping_add(100); 32]).expect("identity")
+    }
+
+    /// Which side a handshake failed on, and why.
+    #[derive(Debug)]
+    enum Failure {
+        Client(rustls::Error),
+        Server(rustls::Error),
+    }
+
+    /// Moves TLS records from one side to the other until both are done or one fails.
+    /// Bounded: a TLS 1.3 handshake needs a few flights, 16 rounds is plenty.
+    fn pump(client: &mut ClientConnection, server: &mut ServerConnection) -> Result<(), Failure> {
+        for _ in 0..16 {
+            let mut flight = Vec::new();
+            while client.wants_write() {
+                client.write_tls(&mut flight).expect("write to a Vec");
+            }
+            let client_sent = !flight.is_empty();
+            let mut input = flight.as_slice();
+            while !input.is_empty() {
+                server.read_tls(&mut input).expect("read from a slice");
+                server.process_new_packets().map_err(Failure::Server)?;
+            }
+
+            let mut flight = Vec::new();
+            while server.wants_write() {
+                server.write_tls(&mut flight).expect("write to a Vec");
+            }
+            let server_sent = !flight.is_empty();
+            let mut input = flight.as_slice();
+            while !input.is_empty() {
+                client.read_tls(&mut input).expect("read from a slice");
+                client.process_new_packets().map_err(Failure::Client)?;
+            }
+
+            if !client_sent && !server_sent {
+                return if client.is_handshaking() || server.is_handshaking() {
+                    panic!("handshake stalled")
+                } else {
+                    Ok(())
+                };
+            }
+        }
+        panic!("handshake did not finish in 16 rounds")
+    }
+
+    fn connect(
+        client_config: Arc<ClientConfig>,
+        server_config: Arc<ServerConfig>,
+    ) -> (ClientConnection, ServerConnection, Result<(), Failure>) {
+        // libp2p ignores the server name; rustls sends no SNI for an IP address (and none at all
+        // with `enable_sni = false`).
+        let name = rustls::pki_types::ServerName::IpAddress(std::net::Ipv4Addr::LOCALHOST.into());
+        let mut client = ClientConnection::new(client_config, name).expect("client");
+        let mut server = ServerConnection::new(server_config).expect("server");
+        let result = pump(&mut client, &mut server);
+        (client, server, result)
+    }
+
+    #[test]
+    fn mutual_handshake_authenticates_both_peers() {
+        let (dialer, listener) = (identity(1), identity(2));
+        let clock = WallClock::new(NOW);
+        let (client_config, outcome) =
+            client_config(&dialer, clock.clone(), Some(listener.peer_id())).expect("client");
+        let server_config = server_config(&listener, clock).expect("server");
+        let (client, server, result) = connect(client_config, server_config);
+        result.expect("handshake succeeds");
+
+        let now = NOW.as_secs();
+        let seen_by_dialer = client.peer_certificates().expect("server certificate");
+        assert_eq!(
+            peer_id_from_certificates(seen_by_dialer, now),
+            Ok(listener.peer_id())
+        );
+        let seen_by_listener = server.peer_certificates().expect("client certificate");
+        assert_eq!(
+            peer_id_from_certificates(seen_by_listener, now),
+            Ok(dialer.peer_id())
+        );
+        assert_eq!(client.alpn_protocol(), Some(ALPN));
+        assert_eq!(server.alpn_protocol(), Some(ALPN));
+        assert_eq!(
+            client.protocol_version(),
+            Some(rustls::ProtocolVersion::TLSv1_3)
+        );
+        assert_eq!(outcome.last_failure(), None);
+    }
+
+    #[test]
+    fn handshake_without_alpn_for_the_stream_upgrade() {
+        let (dialer, listener) = (identity(1), identity(2));
+        let clock = WallClock::new(NOW);
+        let (client_config, _) =
+            client_config_with_alpn(&dialer, clock.clone(), Some(listener.peer_id()), &[])
+                .expect("client");
+        let server_config = server_config_with_alpn(&listener, clock, &[]).expect("server");
+        let (client, _, result) = connect(client_config, server_config);
+        result.expect("handshake succeeds");
+        assert_eq!(client.alpn_protocol(), None);
+    }
+
+    #[test]
+    fn dialing_the_wrong_peer_fails_with_peer_id_mismatch() {
+        let (dialer, listener) = (identity(1), identity(2));
+        let expected = identity(3).peer_id();
+        let clock = WallClock::new(NOW);
+        let (client_config, outcome) =
+            client_config(&dialer, clock.clone(), Some(expected)).expect("client");
+        let server_config = server_config(&listener, clock).expect("server");
+        let (_, _, result) = connect(client_config, server_config);
+
+        let Err(Failure::Client(rustls::Error::InvalidCertificate(
+            rustls::CertificateError::Other(other),
+        ))) = result
+        else {
+            panic!("expected the dialer to refuse the certificate, got {result:?}");
+        };
+        assert!(other.to_string().contains(&expected.to_base58()));
+        let mismatch = CertificateError::PeerIdMismatch {
+            expected,
+            actual: listener.peer_id(),
+        };
+        assert_eq!(outcome.take_failure(), Some(mismatch));
+        assert_eq!(outcome.take_failure(), None, "taking empties the slot");
+    }
+
+    #[test]
+    fn client_offering_another_alpn_fails_with_no_application_protocol() {
+        let (dialer, listener) = (identity(1), identity(2));
+        let clock = WallClock::new(NOW);
+        let (client_config, _) =
+            client_config_with_alpn(&dialer, clock.clone(), None, &[b"h2"]).expect("client");
+        let server_config = server_config(&listener, clock).expect("server");
+        let (_, _, result) = connect(client_config, server_config);
+        assert!(
+            matches!(
+                result,
+                Err(Failure::Server(rustls::Error::NoApplicationProtocol))
+            ),
+            "{result:?}"
+        );
+    }
+
+    #[test]
+    fn client_without_certificate_is_refused() {
+        let listener = identity(2);
+        let clock = WallClock::new(NOW);
+        let verifier = ServerCertificateVerifier::new(clock.clone(), Some(listener.peer_id()));
+        let mut anonymous = ClientConfig::builder_with_details(
+            crypto_provider(),
+            Arc::new(WallClockTime(clock.clone())),
+        )
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .expect("TLS 1.3")
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(verifier))
+        .with_no_client_auth();
+        anonymous.alpn_protocols = vec![ALPN.to_vec()];
+        let server_config = server_config(&listener, clock).expect("server");
+        let (_, _, result) = connect(Arc::new(anonymous), server_config);
+        assert!(
+            matches!(
+                result,
+                Err(Failure::Server(rustls::Error::NoCertificatesPresented))
+            ),
+            "{result:?}"
+        );
+    }
+
+    #[test]
+    fn listener_refuses_a_client_certificate_outside_its_validity() {
+        let listener = identity(2);
+        let host = Keypair::ed25519_from_bytes([1; 32]).expect("key");
+        let dialer = TlsIdentity::with_validity(&host, [5; 32], (2000, 1, 1), (2001, 1, 1));
+        // The dialer's clock is inside its own window; the listener's is years later.
+        let (client_config, _) = client_config(
+            &dialer,
+            WallClock::new(Duration::from_secs(960_000_000)),
+            None,
+        )
+        .expect("client");
+        let server_config = server_config(&listener, WallClock::new(NOW)).expect("server");
+        let (_, _, result) = connect(client_config, server_config);
+        assert!(
+            matches!(
+                result,
+                Err(Failure::Server(rustls::Error::InvalidCertificate(
+                    rustls::CertificateError::Expired
+                )))
+            ),
+            "{result:?}"
+        );
+    }
+
+    #[test]
+    fn configs_are_accepted_by_quinn() {
+        use quinn_proto::crypto::rustls::{QuicClientConfig, QuicServerConfig};
+        let clock = WallClock::new(NOW);
+        let (client_config, _) = client_config(&identity(1), clock.clone(), None).expect("client");
+        let server_config = server_config(&identity(2), clock).expect("server");
+        assert!(QuicClientConfig::try_from(client_config).is_ok());
+        assert!(QuicServerConfig::try_from(server_config).is_ok());
+    }
+
+    #[test]
+    fn crypto_provider_offers_only_tls13_suites() {
+        let provider = crypto_provider();
+        assert!(
+            provider
+                .cipher_suites
+                .iter()
+                .all(|s| s.version() == &rustls::version::TLS13)
+        );
+        assert!(
+            provider
+                .cipher_suites
+                .iter()
+                .any(|s| s.suite() == rustls::CipherSuite::TLS13_AES_128_GCM_SHA256)
+        );
+    }
+
+    #[test]
+    fn peer_id_from_certificates_wants_exactly_one() {
+        let cert = identity(1).certificate().clone();
+        let now = NOW.as_secs();
+        assert_eq!(
+            peer_id_from_certificates(&[], now),
+            Err(CertificateError::UnexpectedChainLength(0))
+        );
+        assert_eq!(
+            peer_id_from_certificates(&[cert.clone(), cert], now),
+            Err(CertificateError::UnexpectedChainLength(2))
+        );
     }
 }
