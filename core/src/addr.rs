@@ -63,9 +63,14 @@ mod tests {
         let addr = quic_multiaddr(socket);
         assert_eq!(addr.to_string(), "/ip4/127.0.0.1/udp/4001/quic-v1");
         assert_eq!(parse_quic_multiaddr(&addr).unwrap(), (socket, None));
-        let peer = crate::identity::keypair_from_seed([5; 32]).public().to_peer_id();
+        let peer = crate::identity::keypair_from_seed([5; 32])
+            .public()
+            .to_peer_id();
         let with_peer = addr.with(Protocol::P2p(peer));
-        assert_eq!(parse_quic_multiaddr(&with_peer).unwrap(), (socket, Some(peer)));
+        assert_eq!(
+            parse_quic_multiaddr(&with_peer).unwrap(),
+            (socket, Some(peer))
+        );
     }
 
     #[test]

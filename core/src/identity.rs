@@ -25,7 +25,9 @@ pub const KEY_FILE_TAG: &str = "dep2p-key-v1";
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum KeyFileError {
     /// The file is neither a dep2p key file nor a raw protobuf private key.
-    #[error("not a key file: expected a line starting with `{KEY_FILE_TAG}` or a protobuf private key")]
+    #[error(
+        "not a key file: expected a line starting with `{KEY_FILE_TAG}` or a protobuf private key"
+    )]
     UnknownFormat,
     /// The key line's hex payload is invalid.
     #[error("key file line {line}: invalid hex")]
@@ -60,7 +62,8 @@ pub fn encode_key_file(key: &Keypair) -> Result<String, KeyFileError> {
     let bytes = key
         .to_protobuf_encoding()
         .map_err(|e| KeyFileError::InvalidKey(e.to_string()))?;
-    let mut out = String::from("# dep2p host key. Keep this file secret: it is the node's identity.\n");
+    let mut out =
+        String::from("# dep2p host key. Keep this file secret: it is the node's identity.\n");
     out.push_str(KEY_FILE_TAG);
     out.push(' ');
     for byte in bytes {
@@ -98,7 +101,7 @@ fn decode_protobuf(bytes: &[u8]) -> Result<Keypair, KeyFileError> {
 }
 
 fn decode_hex(hex: &str) -> Option<Vec<u8>> {
-    if hex.len() % 2 != 0 || hex.is_empty() {
+    if !hex.len().is_multiple_of(2) || hex.is_empty() {
         return None;
     }
     (0..hex.len())
@@ -154,6 +157,9 @@ mod tests {
             decode_key_file(b"dep2p-key-v1 0011\n"),
             Err(KeyFileError::InvalidKey(_))
         ));
-        assert_eq!(decode_key_file(b"").map(|_| ()), Err(KeyFileError::UnknownFormat));
+        assert_eq!(
+            decode_key_file(b"").map(|_| ()),
+            Err(KeyFileError::UnknownFormat)
+        );
     }
 }

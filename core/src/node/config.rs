@@ -155,10 +155,16 @@ impl NodeConfig {
             return invalid("max_connections", "must be at least 1");
         }
         if self.max_streams_per_connection == 0 {
-            return invalid("max_streams_per_connection", "must be at least 1 (identify needs a stream)");
+            return invalid(
+                "max_streams_per_connection",
+                "must be at least 1 (identify needs a stream)",
+            );
         }
         if self.stream_receive_window == 0 || self.connection_receive_window == 0 {
-            return invalid("stream_receive_window", "flow-control windows must be non-zero");
+            return invalid(
+                "stream_receive_window",
+                "flow-control windows must be non-zero",
+            );
         }
         if self.negotiation_timeout.is_zero() {
             return invalid("negotiation_timeout", "must be greater than zero");
@@ -196,7 +202,16 @@ mod tests {
         let mut config = NodeConfig::default();
         config.keep_alive(Duration::from_secs(20));
         let err = config.validate().unwrap_err();
-        assert!(matches!(err, ConfigError::InvalidValue { setting: "keep_alive", .. }), "{err}");
+        assert!(
+            matches!(
+                err,
+                ConfigError::InvalidValue {
+                    setting: "keep_alive",
+                    ..
+                }
+            ),
+            "{err}"
+        );
 
         let mut config = NodeConfig::default();
         config.protocol("no-slash");

@@ -168,8 +168,12 @@ impl Conn {
                 quinn_proto::Event::Stream(StreamEvent::Opened { dir: Dir::Uni }) => {
                     // We allow no unidirectional streams; quinn refuses them at the limit.
                 }
-                quinn_proto::Event::Stream(StreamEvent::Readable { id }) => self.on_readable(id, ctx),
-                quinn_proto::Event::Stream(StreamEvent::Writable { id }) => self.on_writable(id, ctx),
+                quinn_proto::Event::Stream(StreamEvent::Readable { id }) => {
+                    self.on_readable(id, ctx)
+                }
+                quinn_proto::Event::Stream(StreamEvent::Writable { id }) => {
+                    self.on_writable(id, ctx)
+                }
                 quinn_proto::Event::Stream(StreamEvent::Finished { id }) => {
                     self.with_entry(id, |entry| entry.send_closed = true);
                 }
@@ -199,14 +203,20 @@ impl Conn {
             .and_then(|any| any.downcast::<Vec<CertificateDer<'static>>>().ok());
         let verified = match certificates {
             Some(certs) => tls::peer_id_from_certificates(&certs, ctx.unix_secs),
-            None => Err(tls::CertificateError::Malformed("no peer certificate".into())),
+            None => Err(tls::CertificateError::Malformed(
+                "no peer certificate".into(),
+            )),
         };
         let peer = match verified {
             Ok(peer) => peer,
             Err(error) => {
                 // The verifier accepted this certificate during the handshake, so this is not
                 // expected; refuse the connection rather than run it without an identity.
-                self.quic.close(ctx.now, VarInt::from_u32(CLOSE_IDENTITY), Bytes::from_static(b"identity"));
+                self.quic.close(
+                    ctx.now,
+                    VarInt::from_u32(CLOSE_IDENTITY),
+                    Bytes::from_static(b"identity"),
+                );
                 self.report_closed(ConnectionFailure::Certificate(error), ctx);
                 return;
             }
@@ -227,7 +237,11 @@ impl Conn {
     fn on_lost(&mut self, failure: ConnectionFailure, ctx: &mut Ctx<'_>) {
         // A typed certificate refusal recorded by our verifier explains the loss better than
         // the TLS alert string quinn-proto reports.
-        let failure = match self.verification.as_ref().and_then(VerificationOutcome::take_failure) {
+        let failure = match self
+            .verification
+            .as_ref()
+            .and_then(VerificationOutcome::take_failure)
+        {
             Some(error) => ConnectionFailure::Certificate(error),
             None => failure,
         };
@@ -321,11 +335,16 @@ impl Conn {
         // Each round consumes bytes from quinn's bounded receive buffer or changes state, so
         // the loop is bounded by the stream's flow-control window.
         loop {
-            let Some(entry) = self.streams.get_mut(&id) else { return };
+            let Some(entry) = self.streams.get_mut(&id) else {
+                return;
+            };
             match &entry.kind {
                 StreamKind::App { .. } => {
                     ctx.events.push(Event::StreamReadable {
-                        stream: StreamHandle { connection: ctx.id, id },
+                        stream: StreamHandle {
+                            connection: ctx.id,
+                            id,
+                        },
                     });
                     return;
                 }
@@ -359,7 +378,9 @@ impl Conn {
 
     fn on_stream_data(&mut self, id: StreamId, data: Bytes, ctx: &mut Ctx<'_>) {
         let handle = self.handle_of(ctx, id);
-        let Some(entry) = self.streams.get_mut(&id) else { return };
+        let Some(entry) = self.streams.get_mut(&id) else {
+            return;
+        };
         match &mut entry.kind {
             StreamKind::Negotiating { negotiation, .. } => {
                 let progress = negotiation.handle_input(&data);
@@ -436,11 +457,23 @@ impl Conn {
 
     fn on_negotiated(&mut self, id: StreamId, negotiated: Negotiated, ctx: &mut Ctx<'_>) {
         let handle = self.handle_of(ctx, id);
-        let Some(entry) = self.streams.get_mut(&id) else { return };
-        let StreamKind::Negotiating { purpose, negotiation, .. } = &entry.kind else { return };
+        let Some(entry) = self.streams.get_mut(&id) else {
+            return;
+        };
+        let StreamKind::Negotiating {
+            purpose,
+            negotiation,
+            ..
+        } = &entry.kind
+        else {
+            return;
+        };
         let inbound = matches!(negotiation, Negotiation::Listener(_));
         let purpose = purpose.clone();
-        let Negotiated { protocol, remaining } = negotiated;
+        let Negotiated {
+            protocol,
+            remaining,
+        } = negotiated;
         if inbound {
             match protocol.as_str() {
                 IDENTIFY => {
@@ -450,10 +483,14 @@ impl Conn {
                         protocol_version: crate::protocols::PROTOCOL_VERSION.to_owned(),
                         agent_version: ctx.local.config.agent_version.clone(),
                         listen_addrs: ctx.local.config.listen_addrs.clone(),
-                        observed_addr: Some(crate::addr::quic_multiaddr(self.quic.remote_address())),
+                        observed_addr: Some(crate::addr::quic_multiaddr(
+                            self.quic.remote_address(),
+                        )),
                         protocols: ctx.local.supported.to_vec(),
                     };
-                    entry.pending_write.extend_from_slice(&identify::encode(&info));
+                    entry
+                        .pending_write
+                        .extend_from_slice(&identify::encode(&info));
                     entry.finish_when_flushed = true;
                     self.flush(id);
                 }
@@ -515,7 +552,7 @@ impl Conn {
                             pinger.handle_input(&remaining, ctx.now)
                         }
                     }
-                    Err(error) => Err(error.clone()),
+                    Err(error) => Err(*error),
                 };
                 entry.kind = StreamKind::PingOut { pinger, deadline };
                 ctx.deadlines.insert((deadline, ctx.id, id));
@@ -539,7 +576,9 @@ impl Conn {
 
     /// The peer finished (`code == None`) or reset its sending side.
     fn on_stream_end(&mut self, id: StreamId, code: Option<u64>, ctx: &mut Ctx<'_>) {
-        let Some(mut entry) = self.streams.remove(&id) else { return };
+        let Some(mut entry) = self.streams.remove(&id) else {
+            return;
+        };
         entry.recv_closed = true;
         match entry.kind {
             StreamKind::Negotiating { .. } => {
@@ -621,7 +660,10 @@ impl Conn {
         self.flush(id);
         if is_app {
             ctx.events.push(Event::StreamWritable {
-                stream: StreamHandle { connection: ctx.id, id },
+                stream: StreamHandle {
+                    connection: ctx.id,
+                    id,
+                },
             });
         } else if matches!(
             self.streams.get(&id).map(|e| &e.kind),
@@ -633,17 +675,24 @@ impl Conn {
     }
 
     fn on_stopped(&mut self, id: StreamId, code: u64, ctx: &mut Ctx<'_>) {
-        let Some(entry) = self.streams.get_mut(&id) else { return };
+        let Some(entry) = self.streams.get_mut(&id) else {
+            return;
+        };
         entry.send_closed = true;
         entry.pending_write.clear();
         match &entry.kind {
             StreamKind::App { .. } => {
                 ctx.events.push(Event::StreamStopped {
-                    stream: StreamHandle { connection: ctx.id, id },
+                    stream: StreamHandle {
+                        connection: ctx.id,
+                        id,
+                    },
                     code,
                 });
             }
-            StreamKind::Negotiating { .. } | StreamKind::PingOut { .. } | StreamKind::IdentifyFetch { .. } => {
+            StreamKind::Negotiating { .. }
+            | StreamKind::PingOut { .. }
+            | StreamKind::IdentifyFetch { .. } => {
                 if let Some(entry) = self.streams.remove(&id) {
                     let failure = StreamOpenFailure::Reset(code);
                     self.report_stream_failure(id, &entry.kind, failure, ctx);
@@ -664,9 +713,16 @@ impl Conn {
         failure: StreamOpenFailure,
         ctx: &mut Ctx<'_>,
     ) {
-        let stream = StreamHandle { connection: ctx.id, id };
+        let stream = StreamHandle {
+            connection: ctx.id,
+            id,
+        };
         match kind {
-            StreamKind::Negotiating { purpose, negotiation, .. } => match (purpose, negotiation) {
+            StreamKind::Negotiating {
+                purpose,
+                negotiation,
+                ..
+            } => match (purpose, negotiation) {
                 (_, Negotiation::Listener(_)) => {}
                 (Purpose::App, _) => ctx.events.push(Event::StreamOpenFailed { stream, failure }),
                 (Purpose::Identify, _) => ctx.events.push(Event::IdentifyFailed {
@@ -711,7 +767,9 @@ impl Conn {
 
     /// Writes what the node queued on stream `id`, then finishes it if asked.
     pub(crate) fn flush(&mut self, id: StreamId) {
-        let Some(entry) = self.streams.get_mut(&id) else { return };
+        let Some(entry) = self.streams.get_mut(&id) else {
+            return;
+        };
         let mut send = self.quic.send_stream(id);
         while !entry.pending_write.is_empty() && !entry.send_closed {
             match send.write(&entry.pending_write) {

@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use quinn_proto::{ConnectionHandle, DatagramEvent, Dir, EcnCodepoint, StreamId, VarInt};
+use quinn_proto::{ConnectionHandle, DatagramEvent, EcnCodepoint, StreamId, VarInt};
 use rand_chacha::ChaCha20Rng;
 
 pub use config::{ConfigError, NodeConfig};
@@ -23,7 +23,7 @@ pub use event::Event;
 pub use ids::{ConnectionId, Direction, StreamHandle};
 pub use quinn_proto::Transmit;
 
-use connection::{Conn, ConnState, Ctx, EventQueue, LocalInfo, CODE_CANCELLED};
+use connection::{Conn, ConnState, Ctx, EventQueue, LocalInfo};
 use stream::{Purpose, StreamKind};
 
 use crate::identity::{Keypair, PeerId};
@@ -193,11 +193,13 @@ impl Node {
         let clock = WallClock::new(unix_time);
         let tls = TlsIdentity::new(&keypair, seeds.derive("tls-certificate-key"))
             .map_err(|e| NodeError::Tls(e.to_string()))?;
-        let server_tls = tls::server_config(&tls, clock.clone()).map_err(|e| NodeError::Tls(e.to_string()))?;
+        let server_tls =
+            tls::server_config(&tls, clock.clone()).map_err(|e| NodeError::Tls(e.to_string()))?;
         let transport = quic::transport_config(&config);
         let server = quic::server_config(server_tls, Arc::clone(&transport), &seeds, &clock)
             .map_err(|e| NodeError::Tls(e.to_string()))?;
-        let endpoint = quinn_proto::Endpoint::new(quic::endpoint_config(&seeds), Some(server), false, None);
+        let endpoint =
+            quinn_proto::Endpoint::new(quic::endpoint_config(&seeds), Some(server), false, None);
         let mut supported = vec![IDENTIFY.to_owned(), PING.to_owned()];
         supported.extend(config.protocols.iter().cloned());
         let supported: Arc<[String]> = supported.into();
@@ -262,7 +264,13 @@ impl Node {
     /// The protocol negotiated on an application stream.
     #[must_use]
     pub fn stream_protocol(&self, stream: StreamHandle) -> Option<&str> {
-        match &self.connections.get(&stream.connection)?.streams.get(&stream.id)?.kind {
+        match &self
+            .connections
+            .get(&stream.connection)?
+            .streams
+            .get(&stream.id)?
+            .kind
+        {
             StreamKind::App { protocol, .. } => Some(protocol),
             _ => None,
         }
@@ -323,7 +331,13 @@ impl Node {
                     buf.clear();
                     match self.endpoint.accept(incoming, now, &mut buf, None) {
                         Ok((handle, quic)) => {
-                            let id = self.insert_connection(handle, quic, Direction::Inbound, None, None);
+                            let id = self.insert_connection(
+                                handle,
+                                quic,
+                                Direction::Inbound,
+                                None,
+                                None,
+                            );
                             self.process(id);
                         }
                         Err(error) => {
@@ -380,7 +394,12 @@ impl Node {
     /// as [`Event::ConnectionEstablished`] or [`Event::ConnectionClosed`] (a different PeerId
     /// gives [`ConnectionFailure::Certificate`] with
     /// [`CertificateError::PeerIdMismatch`](crate::tls::CertificateError::PeerIdMismatch)).
-    pub fn dial(&mut self, now: Instant, remote: SocketAddr, expected: PeerId) -> Result<ConnectionId, DialError> {
+    pub fn dial(
+        &mut self,
+        now: Instant,
+        remote: SocketAddr,
+        expected: PeerId,
+    ) -> Result<ConnectionId, DialError> {
         self.advance(now);
         if expected == self.peer_id {
             return Err(DialError::SelfDial(expected));
@@ -393,28 +412,45 @@ impl Node {
         if remote.port() == 0 || remote.ip().is_unspecified() {
             return Err(DialError::InvalidAddress(remote));
         }
-        let (client_tls, outcome) = tls::client_config(&self.tls, self.clock.clone(), Some(expected))
-            .map_err(|e| DialError::Tls(e.to_string()))?;
-        let client = quic::client_config(client_tls, Arc::clone(&self.transport), &self.initial_cids)
-            .map_err(|e| DialError::Tls(e.to_string()))?;
+        let (client_tls, outcome) =
+            tls::client_config(&self.tls, self.clock.clone(), Some(expected))
+                .map_err(|e| DialError::Tls(e.to_string()))?;
+        let client =
+            quic::client_config(client_tls, Arc::clone(&self.transport), &self.initial_cids)
+                .map_err(|e| DialError::Tls(e.to_string()))?;
         // libp2p identifies the server by its certificate, not by name; "l" is the placeholder
         // server name libp2p implementations use.
         let (handle, quic) = self.endpoint.connect(self.now, client, remote, "l")?;
-        let id = self.insert_connection(handle, quic, Direction::Outbound, Some(expected), Some(outcome));
+        let id = self.insert_connection(
+            handle,
+            quic,
+            Direction::Outbound,
+            Some(expected),
+            Some(outcome),
+        );
         self.process(id);
         Ok(id)
     }
 
     /// Opens a stream on an established connection and negotiates `protocol` on it. The stream
     /// is usable after [`Event::StreamReady`]; a refusal is [`Event::StreamOpenFailed`].
-    pub fn open_stream(&mut self, now: Instant, connection: ConnectionId, protocol: &str) -> Result<StreamHandle, StreamError> {
+    pub fn open_stream(
+        &mut self,
+        now: Instant,
+        connection: ConnectionId,
+        protocol: &str,
+    ) -> Result<StreamHandle, StreamError> {
         self.advance(now);
         if let Err(error) = crate::multistream::Dialer::new([protocol]) {
-            return Err(StreamError::InvalidProtocol(format!("`{protocol}`: {error}")));
+            return Err(StreamError::InvalidProtocol(format!(
+                "`{protocol}`: {error}"
+            )));
         }
         self.established(connection)?;
         let id = self
-            .with_ctx(connection, |conn, ctx| conn.open_outbound(protocol, Purpose::App, ctx))
+            .with_ctx(connection, |conn, ctx| {
+                conn.open_outbound(protocol, Purpose::App, ctx)
+            })
             .flatten()
             .ok_or(StreamError::TooManyStreams(connection))?;
         self.process(connection);
@@ -423,7 +459,12 @@ impl Node {
 
     /// Writes as much of `data` as flow control allows now and returns how much that was; `0`
     /// means blocked until [`Event::StreamWritable`].
-    pub fn write(&mut self, now: Instant, stream: StreamHandle, data: &[u8]) -> Result<usize, StreamError> {
+    pub fn write(
+        &mut self,
+        now: Instant,
+        stream: StreamHandle,
+        data: &[u8],
+    ) -> Result<usize, StreamError> {
         self.advance(now);
         let conn = self.app_stream(stream)?;
         let result = match conn.quic.send_stream(stream.id).write(data) {
@@ -440,15 +481,23 @@ impl Node {
     }
 
     /// Reads up to `max` bytes, in order.
-    pub fn read(&mut self, now: Instant, stream: StreamHandle, max: usize) -> Result<ReadOutcome, StreamError> {
+    pub fn read(
+        &mut self,
+        now: Instant,
+        stream: StreamHandle,
+        max: usize,
+    ) -> Result<ReadOutcome, StreamError> {
         self.advance(now);
         let conn = self.app_stream(stream)?;
-        let entry = conn.streams.get_mut(&stream.id).ok_or(StreamError::UnknownStream(stream))?;
-        if let StreamKind::App { leftover, .. } = &mut entry.kind {
-            if !leftover.is_empty() {
-                let take = max.min(leftover.len());
-                return Ok(ReadOutcome::Data(leftover.split_to(take)));
-            }
+        let entry = conn
+            .streams
+            .get_mut(&stream.id)
+            .ok_or(StreamError::UnknownStream(stream))?;
+        if let StreamKind::App { leftover, .. } = &mut entry.kind
+            && !leftover.is_empty()
+        {
+            let take = max.min(leftover.len());
+            return Ok(ReadOutcome::Data(leftover.split_to(take)));
         }
         if entry.recv_closed {
             return Ok(ReadOutcome::Finished);
@@ -468,7 +517,10 @@ impl Node {
             }),
         };
         let _ = chunks.finalize();
-        if matches!(outcome, Ok(ReadOutcome::Finished) | Err(StreamError::Reset { .. })) {
+        if matches!(
+            outcome,
+            Ok(ReadOutcome::Finished) | Err(StreamError::Reset { .. })
+        ) {
             entry.recv_closed = true;
             if entry.is_done() {
                 conn.streams.remove(&stream.id);
@@ -488,14 +540,21 @@ impl Node {
                 stream,
                 code: code.into_inner(),
             }),
-            Err(quinn_proto::FinishError::ClosedStream) => Err(StreamError::AlreadyFinished(stream)),
+            Err(quinn_proto::FinishError::ClosedStream) => {
+                Err(StreamError::AlreadyFinished(stream))
+            }
         };
         self.dirty.insert(stream.connection);
         result
     }
 
     /// Abandons a stream in both directions with an application error code.
-    pub fn reset(&mut self, now: Instant, stream: StreamHandle, code: u32) -> Result<(), StreamError> {
+    pub fn reset(
+        &mut self,
+        now: Instant,
+        stream: StreamHandle,
+        code: u32,
+    ) -> Result<(), StreamError> {
         self.advance(now);
         let conn = self.app_stream(stream)?;
         conn.streams.remove(&stream.id);
@@ -509,10 +568,12 @@ impl Node {
     pub fn ping(&mut self, now: Instant, connection: ConnectionId) -> Result<(), PingError> {
         self.advance(now);
         self.established(connection)?;
-        if let Some(conn) = self.connections.get(&connection) {
-            if conn.ping_in_flight.is_some() {
-                return Err(PingError::InFlight(connection));
-            }
+        if self
+            .connections
+            .get(&connection)
+            .is_some_and(|conn| conn.ping_in_flight.is_some())
+        {
+            return Err(PingError::InFlight(connection));
         }
         let id = self
             .with_ctx(connection, |conn, ctx| {
@@ -529,14 +590,21 @@ impl Node {
 
     /// Closes a connection with an application error code. Reported at once as
     /// [`Event::ConnectionClosed`] with [`ConnectionFailure::ClosedLocally`].
-    pub fn close(&mut self, now: Instant, connection: ConnectionId, code: u32, reason: &[u8]) -> Result<(), StreamError> {
+    pub fn close(
+        &mut self,
+        now: Instant,
+        connection: ConnectionId,
+        code: u32,
+        reason: &[u8],
+    ) -> Result<(), StreamError> {
         self.advance(now);
         let now = self.now;
         if !self.connections.contains_key(&connection) {
             return Err(StreamError::UnknownConnection(connection));
         }
         self.with_ctx(connection, |conn, ctx| {
-            conn.quic.close(now, VarInt::from_u32(code), Bytes::copy_from_slice(reason));
+            conn.quic
+                .close(now, VarInt::from_u32(code), Bytes::copy_from_slice(reason));
             conn.report_closed(ConnectionFailure::ClosedLocally, ctx);
         });
         self.process(connection);
@@ -614,7 +682,9 @@ impl Node {
     fn established(&self, connection: ConnectionId) -> Result<(), StreamError> {
         match self.connections.get(&connection) {
             None => Err(StreamError::UnknownConnection(connection)),
-            Some(conn) if conn.state != ConnState::Established => Err(StreamError::NotEstablished(connection)),
+            Some(conn) if conn.state != ConnState::Established => {
+                Err(StreamError::NotEstablished(connection))
+            }
             Some(_) => Ok(()),
         }
     }
@@ -632,7 +702,11 @@ impl Node {
         }
     }
 
-    fn with_ctx<R>(&mut self, id: ConnectionId, f: impl FnOnce(&mut Conn, &mut Ctx<'_>) -> R) -> Option<R> {
+    fn with_ctx<R>(
+        &mut self,
+        id: ConnectionId,
+        f: impl FnOnce(&mut Conn, &mut Ctx<'_>) -> R,
+    ) -> Option<R> {
         let conn = self.connections.get_mut(&id)?;
         let mut ctx = Ctx {
             now: self.now,
@@ -653,7 +727,9 @@ impl Node {
         let mut drained = false;
         // Endpoint events are few per input (CID issuance, retirement, drain), so this ends.
         loop {
-            let Some(conn) = self.connections.get_mut(&id) else { return };
+            let Some(conn) = self.connections.get_mut(&id) else {
+                return;
+            };
             let mut progressed = false;
             while let Some(event) = conn.quic.poll_endpoint_events() {
                 progressed = true;
@@ -707,7 +783,9 @@ impl Node {
     }
 
     fn refresh_timer(&mut self, id: ConnectionId) {
-        let Some(conn) = self.connections.get_mut(&id) else { return };
+        let Some(conn) = self.connections.get_mut(&id) else {
+            return;
+        };
         let next = conn.quic.poll_timeout();
         if next == conn.registered_timer {
             return;
@@ -719,22 +797,5 @@ impl Node {
             self.timers.insert((at, id));
         }
         conn.registered_timer = next;
-    }
-
-    #[allow(dead_code)]
-    fn open_streams(&self, connection: ConnectionId) -> usize {
-        self.connections
-            .get(&connection)
-            .map_or(0, |c| c.streams.len())
-    }
-
-    #[allow(dead_code)]
-    fn cancel_code() -> u32 {
-        CODE_CANCELLED
-    }
-
-    #[allow(dead_code)]
-    fn dir() -> Dir {
-        Dir::Bi
     }
 }

@@ -89,8 +89,8 @@ pub(crate) fn server_config(
     clock: &WallClock,
 ) -> Result<Arc<ServerConfig>, quinn_proto::crypto::rustls::NoInitialCipherSuite> {
     let crypto = QuicServerConfig::try_from(tls)?;
-    let token_key =
-        ring::hkdf::Salt::new(ring::hkdf::HKDF_SHA256, b"dep2p-quic-token").extract(&seeds.derive("quic-token-key"));
+    let token_key = ring::hkdf::Salt::new(ring::hkdf::HKDF_SHA256, b"dep2p-quic-token")
+        .extract(&seeds.derive("quic-token-key"));
     let mut config = ServerConfig::new(Arc::new(crypto), Arc::new(token_key));
     config
         .transport_config(transport)
@@ -114,7 +114,9 @@ pub(crate) fn client_config(
             let mut bytes = [0u8; 16];
             // A poisoned lock only means another dial panicked mid-fill; the RNG state is
             // still a valid ChaCha state, so keep using it.
-            rng.lock().unwrap_or_else(|e| e.into_inner()).fill_bytes(&mut bytes);
+            rng.lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .fill_bytes(&mut bytes);
             quinn_proto::ConnectionId::new(&bytes)
         }));
     Ok(config)

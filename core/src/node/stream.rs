@@ -8,7 +8,6 @@ use bytes::{Bytes, BytesMut};
 use crate::multistream::{Dialer, Listener, NegotiationError, Progress};
 use crate::protocols::ping::{PingResponder, Pinger};
 
-
 /// Why an outbound stream was opened; decides what happens once it is negotiated.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Purpose {

@@ -241,7 +241,6 @@ impl World {
     }
 
     /// Events a node emitted so far (kept in its log).
-    #[must_use]
     pub fn events(&self, index: usize) -> impl Iterator<Item = &Event> {
         self.nodes[index].events.iter().map(|(_, e)| e)
     }
@@ -342,7 +341,9 @@ impl World {
         self.now = self.now.max(next);
         let now = self.now;
         while self.queue.peek().is_some_and(|d| d.deliver_at <= now) {
-            let Some(datagram) = self.queue.pop() else { break };
+            let Some(datagram) = self.queue.pop() else {
+                break;
+            };
             let Some(&to) = self.by_addr.get(&datagram.to) else {
                 self.stats.unroutable += 1;
                 continue;
