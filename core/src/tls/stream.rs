@@ -675,6 +675,17 @@ mod tests {
     }
 
     #[test]
+    fn handshake_negotiates_alpn_libp2p_like_rust_libp2p() {
+        let pair = Pair::connected();
+        assert_eq!(pair.client.conn.alpn_protocol(), Some(super::super::ALPN));
+        assert_eq!(pair.server.conn.alpn_protocol(), Some(super::super::ALPN));
+        assert_eq!(
+            pair.client.conn.protocol_version(),
+            Some(rustls::ProtocolVersion::TLSv1_3)
+        );
+    }
+
+    #[test]
     fn handshake_survives_one_byte_deliveries() {
         let mut pair = Pair::with_splits(identity(2).peer_id(), &[1]);
         pair.pump().expect("handshake");
