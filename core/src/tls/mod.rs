@@ -13,6 +13,8 @@
 //!   errors as strings.
 //! - [`config`]: the [`rustls::ClientConfig`] / [`rustls::ServerConfig`] used by quinn-proto (QUIC)
 //!   and by the `/tls/1.0.0` upgrade of relayed circuits.
+//! - [`stream`]: [`SecureStream`], the sans-IO TLS 1.3 session over a relayed circuit's byte
+//!   stream (`/tls/1.0.0`, DESIGN §4.3).
 //!
 //! Time: certificate validity is checked against a [`crate::wallclock::WallClock`]; the configs
 //! also hand rustls a time provider reading that clock, so nothing here reads the system clock.
@@ -27,6 +29,7 @@
 
 pub mod certificate;
 pub mod config;
+pub mod stream;
 pub mod verifier;
 
 pub use certificate::{
@@ -35,6 +38,10 @@ pub use certificate::{
 pub use config::{
     TlsConfigError, client_config, client_config_with_alpn, crypto_provider,
     peer_id_from_certificates, server_config, server_config_with_alpn,
+};
+pub use stream::{
+    MAX_PENDING_CIPHERTEXT, MAX_UNSENT, READ_AHEAD, ReadOutcome, SecureStream, SecureStreamError,
+    SecureStreamEvent,
 };
 pub use verifier::{ClientCertificateVerifier, ServerCertificateVerifier, VerificationOutcome};
 
