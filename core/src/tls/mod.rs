@@ -34,7 +34,7 @@ pub use certificate::{
 };
 pub use config::{
     TlsConfigError, client_config, client_config_with_alpn, crypto_provider,
-    peer_id_from_certificates, server_config, server_config_with_alpn,
+    peer_id_from_certificates, server_config, server_config_with_alpn, server_config_with_outcome,
 };
 pub use verifier::{ClientCertificateVerifier, ServerCertificateVerifier, VerificationOutcome};
 
