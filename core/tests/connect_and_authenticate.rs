@@ -37,7 +37,11 @@ fn both_sides_report_the_other_peer_id_and_direction() {
             Event::ConnectionEstablished { remote, .. } => Some(*remote),
             _ => None,
         });
-        assert_eq!(remote, Some(world.addr(other)), "node {at} sees node {other}'s address");
+        assert_eq!(
+            remote,
+            Some(world.addr(other)),
+            "node {at} sees node {other}'s address"
+        );
     }
     for at in [a, b] {
         assert!(
@@ -81,7 +85,11 @@ fn dialing_with_the_wrong_expected_peer_id_fails_with_a_typed_mismatch() {
                 peer,
                 failure,
             } if *connection == conn => {
-                assert_eq!(*peer, Some(impostor), "a failed dial names the expected peer");
+                assert_eq!(
+                    *peer,
+                    Some(impostor),
+                    "a failed dial names the expected peer"
+                );
                 Some(failure.clone())
             }
             _ => None,
@@ -114,7 +122,11 @@ fn dialing_with_the_wrong_expected_peer_id_fails_with_a_typed_mismatch() {
     assert!(
         world.events(b).any(|e| matches!(
             e,
-            Event::ConnectionClosed { peer: None, failure: ConnectionFailure::Quic(_), .. }
+            Event::ConnectionClosed {
+                peer: None,
+                failure: ConnectionFailure::Quic(_),
+                ..
+            }
         )),
         "the listener sees the connection fail before authenticating anyone: {:?}",
         world.events(b).collect::<Vec<_>>()
@@ -123,7 +135,11 @@ fn dialing_with_the_wrong_expected_peer_id_fails_with_a_typed_mismatch() {
     // Nothing lingers once quinn drained both connections.
     world.run_for(SETTLE);
     for at in [a, b] {
-        assert_eq!(world.node(at).stats().connections, 0, "node {at} forgot the connection");
+        assert_eq!(
+            world.node(at).stats().connections,
+            0,
+            "node {at} forgot the connection"
+        );
     }
 }
 
@@ -138,6 +154,10 @@ fn dialing_ourselves_is_refused() {
         Err(DialError::SelfDial(peer)) => assert_eq!(peer, own),
         other => panic!("expected SelfDial, got {other:?}"),
     }
-    assert_eq!(world.node(a).stats().connections, 0, "no connection was created");
+    assert_eq!(
+        world.node(a).stats().connections,
+        0,
+        "no connection was created"
+    );
     assert_eq!(world.events(a).count(), 0, "a refused dial emits no event");
 }

@@ -40,7 +40,9 @@ pub fn established(world: &World, at: usize, to: usize) -> ConnectionId {
         .events(at)
         .find_map(|e| match e {
             Event::ConnectionEstablished {
-                connection, peer: p, ..
+                connection,
+                peer: p,
+                ..
             } if *p == peer => Some(*connection),
             _ => None,
         })
@@ -91,17 +93,22 @@ pub fn ping_ok(world: &mut World, at: usize, connection: ConnectionId) -> Durati
             )
         })
     };
-    assert!(world.run_until(SETTLE, done), "ping on {connection} did not end");
+    assert!(
+        world.run_until(SETTLE, done),
+        "ping on {connection} did not end"
+    );
     world
         .events(at)
         .skip(before)
         .find_map(|e| match e {
             Event::PingSucceeded { connection: c, rtt } if *c == connection => Some(Ok(*rtt)),
-            Event::PingFailed { connection: c, reason } if *c == connection => {
-                Some(Err(reason.clone()))
-            }
+            Event::PingFailed {
+                connection: c,
+                reason,
+            } if *c == connection => Some(Err(reason.clone())),
             _ => None,
         })
         .expect("ping result")
         .unwrap_or_else(|reason| panic!("ping on {connection} failed: {reason}"))
 }
+pub mod raw;
