@@ -34,8 +34,14 @@ pub struct RawPeer {
     pub conn: Connection,
     /// Everything the connection reported.
     pub events: Vec<quinn_proto::Event>,
+    /// The first [`MAX_CAPTURED`] datagrams this connection sent and received, as real QUIC
+    /// packets to mutate in fuzz tests.
+    pub captured: Vec<Vec<u8>>,
     buf: Vec<u8>,
 }
+
+/// Most datagrams a [`RawPeer`] keeps in [`RawPeer::captured`].
+pub const MAX_CAPTURED: usize = 256;
 
 /// The TLS identity of a well-behaved libp2p client with host key seed `n`.
 pub fn good_identity(n: u8) -> TlsIdentity {
@@ -89,6 +95,7 @@ impl RawPeer {
             handle,
             conn,
             events: Vec::new(),
+            captured: Vec::new(),
             buf: Vec::with_capacity(1500),
         };
         peer.flush(world);
@@ -112,6 +119,9 @@ impl RawPeer {
             let Some(transmit) = self.conn.poll_transmit(now, 1, &mut self.buf) else {
                 break;
             };
+            if self.captured.len() < MAX_CAPTURED {
+                self.captured.push(self.buf[..transmit.size].to_vec());
+            }
             world.inject(self.target, self.addr, &self.buf[..transmit.size]);
         }
     }
@@ -120,6 +130,9 @@ impl RawPeer {
     fn receive(&mut self, world: &mut World) {
         let now = world.now();
         for datagram in world.take_external(self.addr) {
+            if self.captured.len() < MAX_CAPTURED {
+                self.captured.push(datagram.data.clone());
+            }
             self.buf.clear();
             let event = self.endpoint.handle(
                 now,
