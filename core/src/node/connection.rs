@@ -118,6 +118,8 @@ pub(crate) struct Conn {
     pub(crate) expected_peer: Option<PeerId>,
     /// For dials: where our certificate verifier records a typed refusal.
     pub(crate) verification: Option<VerificationOutcome>,
+    /// For inbound connections: the typed reason our verifier refused the peer's certificate.
+    pub(crate) refused_certificate: Option<tls::CertificateError>,
     pub(crate) streams: BTreeMap<StreamId, StreamEntry>,
     pub(crate) ping_in_flight: Option<StreamId>,
     /// The quinn-proto deadline currently registered in the node's timer set.
@@ -140,6 +142,7 @@ impl Conn {
             peer: None,
             expected_peer,
             verification,
+            refused_certificate: None,
             streams: BTreeMap::new(),
             ping_in_flight: None,
             registered_timer: None,
@@ -235,13 +238,14 @@ impl Conn {
     }
 
     fn on_lost(&mut self, failure: ConnectionFailure, ctx: &mut Ctx<'_>) {
-        // A typed certificate refusal recorded by our verifier explains the loss better than
-        // the TLS alert string quinn-proto reports.
-        let failure = match self
-            .verification
-            .as_ref()
-            .and_then(VerificationOutcome::take_failure)
-        {
+        // A typed certificate refusal recorded by our verifier (either side) explains the loss
+        // better than the TLS alert string quinn-proto reports.
+        let refused = self.refused_certificate.take().or_else(|| {
+            self.verification
+                .as_ref()
+                .and_then(VerificationOutcome::take_failure)
+        });
+        let failure = match refused {
             Some(error) => ConnectionFailure::Certificate(error),
             None => failure,
         };

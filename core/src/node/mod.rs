@@ -134,6 +134,11 @@ pub struct Node {
     keypair: Keypair,
     peer_id: PeerId,
     tls: TlsIdentity,
+    /// Where the server config's client-certificate verifier records a typed refusal. Shared
+    /// by all inbound connections, but rustls only verifies inside the quinn-proto call that
+    /// feeds one connection's handshake, and `process` runs right after every such
+    /// call and moves the failure onto that connection, so the slot never mixes connections.
+    client_verification: tls::VerificationOutcome,
     clock: WallClock,
     anchor: UnixAnchor,
     endpoint: quinn_proto::Endpoint,
@@ -193,8 +198,9 @@ impl Node {
         let clock = WallClock::new(unix_time);
         let tls = TlsIdentity::new(&keypair, seeds.derive("tls-certificate-key"))
             .map_err(|e| NodeError::Tls(e.to_string()))?;
-        let server_tls =
-            tls::server_config(&tls, clock.clone()).map_err(|e| NodeError::Tls(e.to_string()))?;
+        let (server_tls, client_verification) =
+            tls::server_config_with_outcome(&tls, clock.clone(), &[tls::ALPN])
+                .map_err(|e| NodeError::Tls(e.to_string()))?;
         let transport = quic::transport_config(&config);
         let server = quic::server_config(server_tls, Arc::clone(&transport), &seeds, &clock)
             .map_err(|e| NodeError::Tls(e.to_string()))?;
@@ -214,6 +220,7 @@ impl Node {
             peer_id,
             keypair,
             tls,
+            client_verification,
             anchor: UnixAnchor::new(now, unix_time),
             clock,
             endpoint,
@@ -724,6 +731,13 @@ impl Node {
 
     /// Runs a connection after an input: endpoint events, protocol events, timer, cleanup.
     fn process(&mut self, id: ConnectionId) {
+        // Any refusal recorded by the shared client-certificate verifier happened during the
+        // quinn-proto call on this connection that preceded this `process` (see the field).
+        if let Some(error) = self.client_verification.take_failure()
+            && let Some(conn) = self.connections.get_mut(&id)
+        {
+            conn.refused_certificate = Some(error);
+        }
         let mut drained = false;
         // Endpoint events are few per input (CID issuance, retirement, drain), so this ends.
         loop {

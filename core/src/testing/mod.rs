@@ -127,6 +127,19 @@ pub struct World {
     link_rng: ChaCha20Rng,
     buf: Vec<u8>,
     stats: NetStats,
+    /// Hosts outside the world (raw QUIC peers driven by a test): datagrams for them wait here.
+    external: BTreeMap<SocketAddr, Vec<ExternalDatagram>>,
+}
+
+/// A datagram a node sent to an external host (see [`World::add_external`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExternalDatagram {
+    /// When it arrived (virtual time).
+    pub at: Instant,
+    /// The node that sent it.
+    pub from: SocketAddr,
+    /// Its payload.
+    pub data: Vec<u8>,
 }
 
 impl World {
@@ -149,6 +162,7 @@ impl World {
             link: LinkConfig::default(),
             buf: Vec::with_capacity(1500),
             stats: NetStats::default(),
+            external: BTreeMap::new(),
         }
     }
 
@@ -276,6 +290,26 @@ impl World {
         self.drain(to);
     }
 
+    /// Registers `addr` as a host outside the world, such as a raw quinn-proto endpoint a test
+    /// drives by hand: datagrams the nodes send to it travel the links as usual and then wait
+    /// in its mailbox ([`World::take_external`]) instead of being counted unroutable. It sends
+    /// with [`World::inject`].
+    pub fn add_external(&mut self, addr: SocketAddr) {
+        assert!(
+            !self.by_addr.contains_key(&addr),
+            "{addr} already belongs to a node"
+        );
+        self.external.entry(addr).or_default();
+    }
+
+    /// Removes and returns the datagrams that reached external host `addr` so far, in order.
+    pub fn take_external(&mut self, addr: SocketAddr) -> Vec<ExternalDatagram> {
+        self.external
+            .get_mut(&addr)
+            .map(std::mem::take)
+            .unwrap_or_default()
+    }
+
     /// Polls a node's outputs until it is drained: transmits enter the network, events go to
     /// its log, the timeout becomes its next wake-up.
     pub fn drain(&mut self, index: usize) {
@@ -344,6 +378,15 @@ impl World {
             let Some(datagram) = self.queue.pop() else {
                 break;
             };
+            if let Some(mailbox) = self.external.get_mut(&datagram.to) {
+                self.stats.delivered += 1;
+                mailbox.push(ExternalDatagram {
+                    at: now,
+                    from: datagram.from,
+                    data: datagram.data,
+                });
+                continue;
+            }
             let Some(&to) = self.by_addr.get(&datagram.to) else {
                 self.stats.unroutable += 1;
                 continue;

@@ -658,6 +658,37 @@ impl TlsIdentity {
     }
 }
 
+/// Forged certificates for tests of the refusal paths (feature `test-driver`).
+#[cfg(any(test, feature = "test-driver"))]
+impl TlsIdentity {
+    /// A well-formed self-signed certificate for `host` *without* the libp2p extension: a
+    /// verifier must refuse it with [`CertificateError::MissingLibp2pExtension`].
+    pub fn forged_without_libp2p_extension(
+        host: &Keypair,
+        seed: [u8; 32],
+    ) -> Result<Self, TlsIdentityError> {
+        let recipe = Recipe {
+            extension_signer: None,
+            ..Recipe::standard(host)
+        };
+        Self::build(host, seed, &recipe)
+    }
+
+    /// A certificate whose libp2p extension carries `host`'s public key but is signed by
+    /// `signer`: a verifier must refuse it with [`CertificateError::InvalidExtensionSignature`].
+    pub fn forged_with_extension_signed_by(
+        host: &Keypair,
+        signer: &Keypair,
+        seed: [u8; 32],
+    ) -> Result<Self, TlsIdentityError> {
+        let recipe = Recipe {
+            extension_signer: Some(signer),
+            ..Recipe::standard(host)
+        };
+        Self::build(host, seed, &recipe)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -62,7 +62,23 @@ pub fn server_config_with_alpn(
     clock: WallClock,
     alpn: &[&[u8]],
 ) -> Result<Arc<ServerConfig>, TlsConfigError> {
-    let verifier = Arc::new(ClientCertificateVerifier::new(clock.clone()));
+    server_config_with_outcome(identity, clock, alpn).map(|(config, _)| config)
+}
+
+/// As [`server_config_with_alpn`], also returning the slot where the client-certificate
+/// verifier records the typed reason of a refusal.
+///
+/// One server config serves every inbound connection, so the slot is shared: it names the
+/// connection that failed only if the caller takes it right after each call that fed that one
+/// connection's handshake data to rustls (what [`crate::node::Node`] does, under `&mut self`).
+pub fn server_config_with_outcome(
+    identity: &TlsIdentity,
+    clock: WallClock,
+    alpn: &[&[u8]],
+) -> Result<(Arc<ServerConfig>, VerificationOutcome), TlsConfigError> {
+    let verifier = ClientCertificateVerifier::new(clock.clone());
+    let outcome = verifier.outcome();
+    let verifier = Arc::new(verifier);
     let provider = crypto_provider();
     let certificate = certificate_and_key(identity, &provider)?;
     let mut config = ServerConfig::builder_with_details(provider, Arc::new(WallClockTime(clock)))
@@ -73,7 +89,7 @@ pub fn server_config_with_alpn(
     config.session_storage = Arc::new(NoServerSessionStorage {});
     config.send_tls13_tickets = 0;
     config.max_early_data_size = 0;
-    Ok(Arc::new(config))
+    Ok((Arc::new(config), outcome))
 }
 
 /// The dialer's config with ALPN `libp2p`. With `expected_peer`, the handshake fails unless the

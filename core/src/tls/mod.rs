@@ -37,7 +37,7 @@ pub use certificate::{
 };
 pub use config::{
     TlsConfigError, client_config, client_config_with_alpn, crypto_provider,
-    peer_id_from_certificates, server_config, server_config_with_alpn,
+    peer_id_from_certificates, server_config, server_config_with_alpn, server_config_with_outcome,
 };
 pub use stream::{
     MAX_PENDING_CIPHERTEXT, MAX_UNSENT, READ_AHEAD, ReadOutcome, SecureStream, SecureStreamError,
