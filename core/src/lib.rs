@@ -47,3 +47,4 @@ pub mod seed;
 pub mod testing;
 pub mod tls;
 pub mod wallclock;
+pub mod yamux;
