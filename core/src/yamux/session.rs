@@ -272,8 +272,11 @@ impl Session {
     }
 
     /// Reads up to `max` buffered bytes. Reading returns credit to the peer: a window update is
-    /// sent once half the window was consumed (growing the window, up to the configured
-    /// maximum, when the reader keeps up). Once the peer finished and everything was read,
+    /// sent once half the window was consumed. When that read also emptied the buffer (the
+    /// reader keeps up, so the window limits throughput) the window doubles, up to
+    /// [`YamuxConfig::max_stream_window`] and within
+    /// [`YamuxConfig::max_total_receive_window`]; with no clock, this stands in for the
+    /// RTT-based growth of other implementations. Once the peer finished and everything was read,
     /// returns `Finished`; a stream finished both ways is then removed.
     pub fn read(&mut self, id: StreamId, max: usize) -> Result<ReadOutcome, YamuxError> {
         self.check_live()?;
