@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, VecDeque};
 use bytes::{Bytes, BytesMut};
 use smallvec::SmallVec;
 
-use super::config::{INITIAL_STREAM_WINDOW, YamuxConfig};
+use super::config::YamuxConfig;
 use super::error::{Limit, Misbehaviour, SessionError, YamuxError};
 use super::frame::{Flags, FrameType, GoAwayCode, HEADER_LEN, Header, StreamId};
 use super::stream::{ReadOutcome, Stream, StreamInfo};
@@ -272,8 +272,11 @@ impl Session {
     }
 
     /// Reads up to `max` buffered bytes. Reading returns credit to the peer: a window update is
-    /// sent once half the window was consumed (growing the window, up to the configured
-    /// maximum, when the reader keeps up). Once the peer finished and everything was read,
+    /// sent once half the window was consumed. When that read also emptied the buffer (the
+    /// reader keeps up, so the window limits throughput) the window doubles, up to
+    /// [`YamuxConfig::max_stream_window`] and within
+    /// [`YamuxConfig::max_total_receive_window`]; with no clock, this stands in for the
+    /// RTT-based growth of other implementations. Once the peer finished and everything was read,
     /// returns `Finished`; a stream finished both ways is then removed.
     pub fn read(&mut self, id: StreamId, max: usize) -> Result<ReadOutcome, YamuxError> {
         self.check_live()?;
@@ -689,6 +692,3 @@ impl Session {
         self.decoder = Decoder::header();
     }
 }
-
-// Keep the spec constant in sight of the invariant above.
-const _: () = assert!(INITIAL_STREAM_WINDOW == 256 * 1024);
