@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Instant;
 
 use bytes::{Buf, Bytes, BytesMut};
-use quinn_proto::{ConnectionHandle, Dir, ReadError, StreamEvent, StreamId, VarInt, WriteError};
+use quinn_proto::{Dir, StreamEvent, VarInt};
 use rand_chacha::ChaCha20Rng;
 use rand_chacha::rand_core::RngCore;
 use rustls::pki_types::CertificateDer;
@@ -14,6 +14,7 @@ use super::error::{ConnectionFailure, StreamOpenFailure};
 use super::event::Event;
 use super::ids::{ConnectionId, Direction, StreamHandle};
 use super::stream::{Negotiation, Purpose, StreamEntry, StreamKind};
+use super::transport::{Chunk, StreamKey, Transport, Written};
 use crate::framing::MAX_UVARINT_LEN;
 use crate::identity::PeerId;
 use crate::multistream::{Dialer, Listener, Negotiated, Progress};
@@ -95,22 +96,12 @@ pub(crate) struct Ctx<'a> {
     pub(crate) events: &'a mut EventQueue,
     pub(crate) local: &'a LocalInfo,
     pub(crate) ping_rng: &'a mut ChaCha20Rng,
-    pub(crate) deadlines: &'a mut BTreeSet<(Instant, ConnectionId, StreamId)>,
-}
-
-/// One chunk read from a QUIC receive stream.
-enum Chunk {
-    Data(Bytes),
-    Blocked,
-    Finished,
-    Reset(u64),
-    Closed,
+    pub(crate) deadlines: &'a mut BTreeSet<(Instant, ConnectionId, StreamKey)>,
 }
 
 /// A connection of the node.
 pub(crate) struct Conn {
-    pub(crate) handle: ConnectionHandle,
-    pub(crate) quic: quinn_proto::Connection,
+    pub(crate) transport: Transport,
     pub(crate) direction: Direction,
     pub(crate) state: ConnState,
     pub(crate) peer: Option<PeerId>,
@@ -120,23 +111,21 @@ pub(crate) struct Conn {
     pub(crate) verification: Option<VerificationOutcome>,
     /// For inbound connections: the typed reason our verifier refused the peer's certificate.
     pub(crate) refused_certificate: Option<tls::CertificateError>,
-    pub(crate) streams: BTreeMap<StreamId, StreamEntry>,
-    pub(crate) ping_in_flight: Option<StreamId>,
+    pub(crate) streams: BTreeMap<StreamKey, StreamEntry>,
+    pub(crate) ping_in_flight: Option<StreamKey>,
     /// The quinn-proto deadline currently registered in the node's timer set.
     pub(crate) registered_timer: Option<Instant>,
 }
 
 impl Conn {
     pub(crate) fn new(
-        handle: ConnectionHandle,
-        quic: quinn_proto::Connection,
+        transport: Transport,
         direction: Direction,
         expected_peer: Option<PeerId>,
         verification: Option<VerificationOutcome>,
     ) -> Self {
         Self {
-            handle,
-            quic,
+            transport,
             direction,
             state: ConnState::Handshaking,
             peer: None,
@@ -149,21 +138,31 @@ impl Conn {
         }
     }
 
-    fn handle_of(&self, ctx: &Ctx<'_>, id: StreamId) -> StreamHandle {
+    fn handle_of(&self, ctx: &Ctx<'_>, id: StreamKey) -> StreamHandle {
         StreamHandle {
             connection: ctx.id,
             id,
         }
     }
 
-    /// Processes every pending quinn-proto event of this connection.
+    /// Processes every pending event of this connection's transport.
     pub(crate) fn drive(&mut self, ctx: &mut Ctx<'_>) {
+        match &mut self.transport {
+            Transport::Quic(_) => self.drive_quic(ctx),
+            Transport::Relayed(_) => self.drive_relayed(ctx),
+        }
+    }
+
+    fn drive_quic(&mut self, ctx: &mut Ctx<'_>) {
         // quinn-proto yields a bounded number of events per input; each handler below does
         // bounded work, so this loop ends.
-        while let Some(event) = self.quic.poll() {
+        while let Some(event) = self.transport.quic().and_then(|q| q.poll()) {
             match event {
                 quinn_proto::Event::HandshakeDataReady => {}
-                quinn_proto::Event::Connected => self.on_connected(ctx),
+                quinn_proto::Event::Connected => {
+                    let peer = self.quic_peer(ctx);
+                    self.on_connected(peer, ctx)
+                }
                 quinn_proto::Event::ConnectionLost { reason } => self.on_lost(reason.into(), ctx),
                 quinn_proto::Event::Stream(StreamEvent::Opened { dir: Dir::Bi }) => {
                     self.accept_streams(ctx)
@@ -172,16 +171,16 @@ impl Conn {
                     // We allow no unidirectional streams; quinn refuses them at the limit.
                 }
                 quinn_proto::Event::Stream(StreamEvent::Readable { id }) => {
-                    self.on_readable(id, ctx)
+                    self.on_readable(StreamKey::Quic(id), ctx)
                 }
                 quinn_proto::Event::Stream(StreamEvent::Writable { id }) => {
-                    self.on_writable(id, ctx)
+                    self.on_writable(StreamKey::Quic(id), ctx)
                 }
                 quinn_proto::Event::Stream(StreamEvent::Finished { id }) => {
-                    self.with_entry(id, |entry| entry.send_closed = true);
+                    self.with_entry(StreamKey::Quic(id), |entry| entry.send_closed = true);
                 }
                 quinn_proto::Event::Stream(StreamEvent::Stopped { id, error_code }) => {
-                    self.on_stopped(id, error_code.into_inner(), ctx)
+                    self.on_stopped(StreamKey::Quic(id), error_code.into_inner(), ctx)
                 }
                 quinn_proto::Event::Stream(StreamEvent::Available { .. }) => {}
                 quinn_proto::Event::DatagramReceived | quinn_proto::Event::DatagramsUnblocked => {}
@@ -189,7 +188,59 @@ impl Conn {
         }
     }
 
-    fn with_entry(&mut self, id: StreamId, f: impl FnOnce(&mut StreamEntry)) {
+    fn drive_relayed(&mut self, ctx: &mut Ctx<'_>) {
+        use crate::yamux::YamuxEvent;
+        let Transport::Relayed(relayed) = &mut self.transport else {
+            return;
+        };
+        if self.state == ConnState::Handshaking && relayed.is_ready() {
+            let peer = relayed
+                .authenticated_peer()
+                .ok_or_else(|| tls::CertificateError::Malformed("no authenticated peer".into()));
+            self.on_connected(peer, ctx);
+        }
+        // yamux bounds its event queue; each handler does bounded work.
+        for _ in 0..4096 {
+            let Transport::Relayed(relayed) = &mut self.transport else {
+                return;
+            };
+            let Some(event) = relayed.yamux_mut().and_then(|y| y.poll_event()) else {
+                return;
+            };
+            match event {
+                YamuxEvent::InboundStream(id) => self.accept_stream(StreamKey::Yamux(id), ctx),
+                YamuxEvent::Readable(id)
+                | YamuxEvent::StreamFinished(id)
+                | YamuxEvent::StreamReset(id) => self.on_readable(StreamKey::Yamux(id), ctx),
+                YamuxEvent::Writable(id) => self.on_writable(StreamKey::Yamux(id), ctx),
+                YamuxEvent::GoAway { code } => self.report_closed(
+                    ConnectionFailure::Relayed(format!("peer sent go-away {code:?}")),
+                    ctx,
+                ),
+                YamuxEvent::SessionError(error) => {
+                    self.report_closed(ConnectionFailure::Relayed(format!("yamux: {error}")), ctx)
+                }
+                YamuxEvent::Pong(_) => {}
+            }
+        }
+    }
+
+    /// The PeerId of a direct connection's verified certificate.
+    fn quic_peer(&mut self, ctx: &Ctx<'_>) -> Result<PeerId, tls::CertificateError> {
+        let certificates = self
+            .transport
+            .quic()
+            .and_then(|q| q.crypto_session().peer_identity())
+            .and_then(|any| any.downcast::<Vec<CertificateDer<'static>>>().ok());
+        match certificates {
+            Some(certs) => tls::peer_id_from_certificates(&certs, ctx.unix_secs),
+            None => Err(tls::CertificateError::Malformed(
+                "no peer certificate".into(),
+            )),
+        }
+    }
+
+    fn with_entry(&mut self, id: StreamKey, f: impl FnOnce(&mut StreamEntry)) {
         if let Some(entry) = self.streams.get_mut(&id) {
             f(entry);
             if entry.is_done() {
@@ -198,39 +249,35 @@ impl Conn {
         }
     }
 
-    fn on_connected(&mut self, ctx: &mut Ctx<'_>) {
-        let certificates = self
-            .quic
-            .crypto_session()
-            .peer_identity()
-            .and_then(|any| any.downcast::<Vec<CertificateDer<'static>>>().ok());
-        let verified = match certificates {
-            Some(certs) => tls::peer_id_from_certificates(&certs, ctx.unix_secs),
-            None => Err(tls::CertificateError::Malformed(
-                "no peer certificate".into(),
-            )),
-        };
+    fn on_connected(&mut self, verified: Result<PeerId, tls::CertificateError>, ctx: &mut Ctx<'_>) {
         let peer = match verified {
             Ok(peer) => peer,
             Err(error) => {
                 // The verifier accepted this certificate during the handshake, so this is not
                 // expected; refuse the connection rather than run it without an identity.
-                self.quic.close(
-                    ctx.now,
-                    VarInt::from_u32(CLOSE_IDENTITY),
-                    Bytes::from_static(b"identity"),
-                );
+                if let Some(quic) = self.transport.quic() {
+                    quic.close(
+                        ctx.now,
+                        VarInt::from_u32(CLOSE_IDENTITY),
+                        Bytes::from_static(b"identity"),
+                    );
+                }
                 self.report_closed(ConnectionFailure::Certificate(error), ctx);
                 return;
             }
         };
         self.peer = Some(peer);
         self.state = ConnState::Established;
+        let (remote, relay) = match &self.transport {
+            Transport::Quic(q) => (q.conn.remote_address(), None),
+            Transport::Relayed(r) => (r.relay_addr, Some(r.relay_peer)),
+        };
         ctx.events.push(Event::ConnectionEstablished {
             connection: ctx.id,
             peer,
-            remote: self.quic.remote_address(),
+            remote,
             direction: self.direction,
+            relay,
         });
         // Identify runs on every connection; failure to open is only possible at a zero stream
         // limit, which validate() forbids.
@@ -276,11 +323,11 @@ impl Conn {
         protocol: &str,
         purpose: Purpose,
         ctx: &mut Ctx<'_>,
-    ) -> Option<StreamId> {
+    ) -> Option<StreamKey> {
         // Callers validate the protocol id first, so the dialer cannot refuse it; check anyway
         // rather than open a stream we cannot use.
         let dialer = Dialer::new([protocol]).ok()?;
-        let id = self.quic.streams().open(Dir::Bi)?;
+        let id = self.transport.open_bi()?;
         let deadline = ctx.now + ctx.local.config.negotiation_timeout;
         let mut entry = StreamEntry::new(StreamKind::Negotiating {
             negotiation: Negotiation::Dialer(dialer),
@@ -300,42 +347,33 @@ impl Conn {
 
     fn accept_streams(&mut self, ctx: &mut Ctx<'_>) {
         // Bounded by the peer's stream limit, which we set.
-        while let Some(id) = self.quic.streams().accept(Dir::Bi) {
-            let deadline = ctx.now + ctx.local.config.negotiation_timeout;
-            let listener = Listener::new(std::sync::Arc::clone(&ctx.local.supported));
-            self.streams.insert(
-                id,
-                StreamEntry::new(StreamKind::Negotiating {
-                    negotiation: Negotiation::Listener(listener),
-                    purpose: Purpose::App,
-                    deadline,
-                }),
-            );
-            ctx.deadlines.insert((deadline, ctx.id, id));
-            self.on_readable(id, ctx);
+        while let Some(id) = self.transport.accept_bi() {
+            self.accept_stream(id, ctx);
         }
     }
 
-    fn read_chunk(&mut self, id: StreamId, max: usize) -> Chunk {
-        let mut recv = self.quic.recv_stream(id);
-        let mut chunks = match recv.read(true) {
-            Ok(chunks) => chunks,
-            Err(_) => return Chunk::Closed,
-        };
-        let chunk = match chunks.next(max) {
-            Ok(Some(chunk)) => Chunk::Data(chunk.bytes),
-            Ok(None) => Chunk::Finished,
-            Err(ReadError::Blocked) => Chunk::Blocked,
-            Err(ReadError::Reset(code)) => Chunk::Reset(code.into_inner()),
-        };
-        // Whether a flow-control update must go out does not matter: the node polls every
-        // touched connection for transmits after each input.
-        let _ = chunks.finalize();
-        chunk
+    /// Starts listening for a protocol proposal on a stream the peer opened.
+    fn accept_stream(&mut self, id: StreamKey, ctx: &mut Ctx<'_>) {
+        let deadline = ctx.now + ctx.local.config.negotiation_timeout;
+        let listener = Listener::new(std::sync::Arc::clone(&ctx.local.supported));
+        self.streams.insert(
+            id,
+            StreamEntry::new(StreamKind::Negotiating {
+                negotiation: Negotiation::Listener(listener),
+                purpose: Purpose::App,
+                deadline,
+            }),
+        );
+        ctx.deadlines.insert((deadline, ctx.id, id));
+        self.on_readable(id, ctx);
+    }
+
+    fn read_chunk(&mut self, id: StreamKey, max: usize) -> Chunk {
+        self.transport.read_chunk(id, max)
     }
 
     /// Reads and acts on whatever arrived on stream `id`.
-    pub(crate) fn on_readable(&mut self, id: StreamId, ctx: &mut Ctx<'_>) {
+    pub(crate) fn on_readable(&mut self, id: StreamKey, ctx: &mut Ctx<'_>) {
         // Each round consumes bytes from quinn's bounded receive buffer or changes state, so
         // the loop is bounded by the stream's flow-control window.
         loop {
@@ -380,7 +418,7 @@ impl Conn {
         }
     }
 
-    fn on_stream_data(&mut self, id: StreamId, data: Bytes, ctx: &mut Ctx<'_>) {
+    fn on_stream_data(&mut self, id: StreamKey, data: Bytes, ctx: &mut Ctx<'_>) {
         let handle = self.handle_of(ctx, id);
         let Some(entry) = self.streams.get_mut(&id) else {
             return;
@@ -459,7 +497,7 @@ impl Conn {
         }
     }
 
-    fn on_negotiated(&mut self, id: StreamId, negotiated: Negotiated, ctx: &mut Ctx<'_>) {
+    fn on_negotiated(&mut self, id: StreamKey, negotiated: Negotiated, ctx: &mut Ctx<'_>) {
         let handle = self.handle_of(ctx, id);
         let Some(entry) = self.streams.get_mut(&id) else {
             return;
@@ -487,9 +525,10 @@ impl Conn {
                         protocol_version: crate::protocols::PROTOCOL_VERSION.to_owned(),
                         agent_version: ctx.local.config.agent_version.clone(),
                         listen_addrs: ctx.local.config.listen_addrs.clone(),
-                        observed_addr: Some(crate::addr::quic_multiaddr(
-                            self.quic.remote_address(),
-                        )),
+                        observed_addr: self
+                            .transport
+                            .remote_address()
+                            .map(crate::addr::quic_multiaddr),
                         protocols: ctx.local.supported.to_vec(),
                     };
                     entry
@@ -568,7 +607,7 @@ impl Conn {
         }
     }
 
-    fn fail_ping(&mut self, id: StreamId, reason: String, ctx: &mut Ctx<'_>) {
+    fn fail_ping(&mut self, id: StreamKey, reason: String, ctx: &mut Ctx<'_>) {
         self.ping_in_flight = None;
         ctx.events.push(Event::PingFailed {
             connection: ctx.id,
@@ -579,7 +618,7 @@ impl Conn {
     }
 
     /// The peer finished (`code == None`) or reset its sending side.
-    fn on_stream_end(&mut self, id: StreamId, code: Option<u64>, ctx: &mut Ctx<'_>) {
+    fn on_stream_end(&mut self, id: StreamKey, code: Option<u64>, ctx: &mut Ctx<'_>) {
         let Some(mut entry) = self.streams.remove(&id) else {
             return;
         };
@@ -656,7 +695,7 @@ impl Conn {
         }
     }
 
-    fn on_writable(&mut self, id: StreamId, ctx: &mut Ctx<'_>) {
+    fn on_writable(&mut self, id: StreamKey, ctx: &mut Ctx<'_>) {
         let is_app = matches!(
             self.streams.get(&id).map(|e| &e.kind),
             Some(StreamKind::App { .. })
@@ -678,7 +717,7 @@ impl Conn {
         }
     }
 
-    fn on_stopped(&mut self, id: StreamId, code: u64, ctx: &mut Ctx<'_>) {
+    fn on_stopped(&mut self, id: StreamKey, code: u64, ctx: &mut Ctx<'_>) {
         let Some(entry) = self.streams.get_mut(&id) else {
             return;
         };
@@ -712,7 +751,7 @@ impl Conn {
     /// Reports the failure of a stream the node or application was waiting on.
     fn report_stream_failure(
         &mut self,
-        id: StreamId,
+        id: StreamKey,
         kind: &StreamKind,
         failure: StreamOpenFailure,
         ctx: &mut Ctx<'_>,
@@ -757,39 +796,39 @@ impl Conn {
     }
 
     /// Resets our sending side and stops the peer's, ignoring streams already closed.
-    pub(crate) fn abort_stream(&mut self, id: StreamId, code: u32) {
-        let code = VarInt::from_u32(code);
-        let _ = self.quic.send_stream(id).reset(code);
-        let _ = self.quic.recv_stream(id).stop(code);
+    pub(crate) fn abort_stream(&mut self, id: StreamKey, code: u32) {
+        self.transport.abort(id, code);
     }
 
     /// Finishes our sending side (after anything already written) and stops the peer's.
-    fn finish_and_stop(&mut self, id: StreamId, code: u32) {
-        let _ = self.quic.send_stream(id).finish();
-        let _ = self.quic.recv_stream(id).stop(VarInt::from_u32(code));
+    fn finish_and_stop(&mut self, id: StreamKey, code: u32) {
+        self.transport.finish_and_stop(id, code);
     }
 
     /// Writes what the node queued on stream `id`, then finishes it if asked.
-    pub(crate) fn flush(&mut self, id: StreamId) {
+    pub(crate) fn flush(&mut self, id: StreamKey) {
         let Some(entry) = self.streams.get_mut(&id) else {
             return;
         };
-        let mut send = self.quic.send_stream(id);
         while !entry.pending_write.is_empty() && !entry.send_closed {
-            match send.write(&entry.pending_write) {
-                Ok(written) => entry.pending_write.advance(written),
-                Err(WriteError::Blocked) => return,
-                Err(WriteError::Stopped(_) | WriteError::ClosedStream) => {
+            match self.transport.write(id, &entry.pending_write) {
+                Written::Bytes(0) => return,
+                Written::Bytes(written) => entry.pending_write.advance(written),
+                Written::Stopped(_) | Written::Closed => {
                     entry.pending_write.clear();
                     entry.send_closed = true;
                 }
             }
         }
         if entry.pending_write.is_empty() && entry.finish_when_flushed && !entry.send_closed {
-            let _ = send.finish();
+            let _ = self.transport.finish(id);
             entry.finish_when_flushed = false;
-            // The Finished event marks it closed once the peer acknowledged everything; until
-            // then the entry stays so stray data is drained.
+            if matches!(self.transport, Transport::Relayed(_)) {
+                // yamux reports no acknowledgement of a finish: our side is done now.
+                entry.send_closed = true;
+            }
+            // On QUIC the Finished event marks it closed once the peer acknowledged
+            // everything; until then the entry stays so stray data is drained.
         }
         if entry.is_done() {
             self.streams.remove(&id);
@@ -797,7 +836,7 @@ impl Conn {
     }
 
     /// A stream deadline passed: if the stream is still waiting, reset it and report.
-    pub(crate) fn expire_stream(&mut self, id: StreamId, deadline: Instant, ctx: &mut Ctx<'_>) {
+    pub(crate) fn expire_stream(&mut self, id: StreamKey, deadline: Instant, ctx: &mut Ctx<'_>) {
         let still_waiting = self
             .streams
             .get(&id)

@@ -102,6 +102,9 @@ pub enum ConnectionFailure {
     /// The idle timeout ran out: the peer is gone or the path is broken.
     #[error("timed out")]
     TimedOut,
+    /// A relayed connection failed (circuit refused or ended, TLS or yamux failure on it).
+    #[error("relayed connection failed: {0}")]
+    Relayed(String),
     /// Any other QUIC or TLS failure (for example, the peer refused our certificate, or no
     /// common ALPN).
     #[error("{0}")]

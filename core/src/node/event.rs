@@ -19,10 +19,12 @@ pub enum Event {
         connection: ConnectionId,
         /// The authenticated remote peer.
         peer: PeerId,
-        /// The peer's UDP address.
+        /// The peer's UDP address; for a relayed connection, the relay's.
         remote: SocketAddr,
         /// Who dialed.
         direction: Direction,
+        /// For a relayed connection, the relay it runs through.
+        relay: Option<PeerId>,
     },
     /// A connection ended, or a dial failed. The id is dead afterwards.
     ConnectionClosed {

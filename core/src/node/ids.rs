@@ -17,7 +17,7 @@ impl fmt::Display for ConnectionId {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct StreamHandle {
     pub(crate) connection: ConnectionId,
-    pub(crate) id: quinn_proto::StreamId,
+    pub(crate) id: super::transport::StreamKey,
 }
 
 impl StreamHandle {

@@ -6,7 +6,9 @@ mod error;
 mod event;
 mod ids;
 mod quic;
+mod relayed;
 mod stream;
+mod transport;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::{IpAddr, SocketAddr};
@@ -14,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use quinn_proto::{ConnectionHandle, DatagramEvent, EcnCodepoint, StreamId, VarInt};
+use quinn_proto::{ConnectionHandle, DatagramEvent, EcnCodepoint, VarInt};
 use rand_chacha::ChaCha20Rng;
 
 pub use config::{ConfigError, NodeConfig};
@@ -22,9 +24,12 @@ pub use error::{ConnectionFailure, DialError, PingError, StreamError, StreamOpen
 pub use event::Event;
 pub use ids::{ConnectionId, Direction, StreamHandle};
 pub use quinn_proto::Transmit;
+pub use relayed::CircuitFailure;
+pub use transport::StreamKey;
 
 use connection::{Conn, ConnState, Ctx, EventQueue, LocalInfo};
 use stream::{Purpose, StreamKind};
+use transport::{Chunk, QuicTransport, Transport, Written};
 
 use crate::identity::{Keypair, PeerId};
 use crate::protocols::{IDENTIFY, PING};
@@ -150,7 +155,7 @@ pub struct Node {
     /// quinn-proto deadlines, one per connection, ordered.
     timers: BTreeSet<(Instant, ConnectionId)>,
     /// Stream deadlines (negotiation, identify, ping), ordered; stale entries are skipped.
-    deadlines: BTreeSet<(Instant, ConnectionId, StreamId)>,
+    deadlines: BTreeSet<(Instant, ConnectionId, StreamKey)>,
     /// Connections touched since they were last polled for transmits.
     dirty: BTreeSet<ConnectionId>,
     responses: VecDeque<(Transmit, Bytes)>,
@@ -265,7 +270,10 @@ impl Node {
     /// The connection's current smoothed round-trip time estimate.
     #[must_use]
     pub fn connection_rtt(&self, connection: ConnectionId) -> Option<Duration> {
-        self.connections.get(&connection).map(|c| c.quic.rtt())
+        self.connections
+            .get(&connection)
+            .and_then(|c| c.transport.quic_ref())
+            .map(|q| q.rtt())
     }
 
     /// The protocol negotiated on an application stream.
@@ -322,8 +330,12 @@ impl Node {
             Some(DatagramEvent::Response(transmit)) => self.queue_response(transmit, &buf),
             Some(DatagramEvent::ConnectionEvent(handle, event)) => {
                 if let Some(&id) = self.by_handle.get(&handle) {
-                    if let Some(conn) = self.connections.get_mut(&id) {
-                        conn.quic.handle_event(event);
+                    if let Some(quic) = self
+                        .connections
+                        .get_mut(&id)
+                        .and_then(|c| c.transport.quic())
+                    {
+                        quic.handle_event(event);
                     }
                     self.process(id);
                 }
@@ -374,7 +386,9 @@ impl Node {
             self.timers.remove(&(at, id));
             if let Some(conn) = self.connections.get_mut(&id) {
                 conn.registered_timer = None;
-                conn.quic.handle_timeout(now);
+                if let Some(quic) = conn.transport.quic() {
+                    quic.handle_timeout(now);
+                }
             }
             self.process(id);
         }
@@ -474,14 +488,10 @@ impl Node {
     ) -> Result<usize, StreamError> {
         self.advance(now);
         let conn = self.app_stream(stream)?;
-        let result = match conn.quic.send_stream(stream.id).write(data) {
-            Ok(written) => Ok(written),
-            Err(quinn_proto::WriteError::Blocked) => Ok(0),
-            Err(quinn_proto::WriteError::Stopped(code)) => Err(StreamError::Stopped {
-                stream,
-                code: code.into_inner(),
-            }),
-            Err(quinn_proto::WriteError::ClosedStream) => Err(StreamError::AlreadyFinished(stream)),
+        let result = match conn.transport.write(stream.id, data) {
+            Written::Bytes(n) => Ok(n),
+            Written::Stopped(code) => Err(StreamError::Stopped { stream, code }),
+            Written::Closed => Err(StreamError::AlreadyFinished(stream)),
         };
         self.dirty.insert(stream.connection);
         result
@@ -509,21 +519,13 @@ impl Node {
         if entry.recv_closed {
             return Ok(ReadOutcome::Finished);
         }
-        let mut recv = conn.quic.recv_stream(stream.id);
-        let mut chunks = match recv.read(true) {
-            Ok(chunks) => chunks,
-            Err(_) => return Err(StreamError::UnknownStream(stream)),
+        let outcome = match conn.transport.read_chunk(stream.id, max) {
+            Chunk::Data(data) => Ok(ReadOutcome::Data(data)),
+            Chunk::Finished => Ok(ReadOutcome::Finished),
+            Chunk::Blocked => Ok(ReadOutcome::Blocked),
+            Chunk::Reset(code) => Err(StreamError::Reset { stream, code }),
+            Chunk::Closed => Err(StreamError::UnknownStream(stream)),
         };
-        let outcome = match chunks.next(max) {
-            Ok(Some(chunk)) => Ok(ReadOutcome::Data(chunk.bytes)),
-            Ok(None) => Ok(ReadOutcome::Finished),
-            Err(quinn_proto::ReadError::Blocked) => Ok(ReadOutcome::Blocked),
-            Err(quinn_proto::ReadError::Reset(code)) => Err(StreamError::Reset {
-                stream,
-                code: code.into_inner(),
-            }),
-        };
-        let _ = chunks.finalize();
         if matches!(
             outcome,
             Ok(ReadOutcome::Finished) | Err(StreamError::Reset { .. })
@@ -541,16 +543,22 @@ impl Node {
     pub fn finish(&mut self, now: Instant, stream: StreamHandle) -> Result<(), StreamError> {
         self.advance(now);
         let conn = self.app_stream(stream)?;
-        let result = match conn.quic.send_stream(stream.id).finish() {
+        let relayed = matches!(conn.transport, Transport::Relayed(_));
+        let result = match conn.transport.finish(stream.id) {
             Ok(()) => Ok(()),
-            Err(quinn_proto::FinishError::Stopped(code)) => Err(StreamError::Stopped {
-                stream,
-                code: code.into_inner(),
-            }),
-            Err(quinn_proto::FinishError::ClosedStream) => {
-                Err(StreamError::AlreadyFinished(stream))
-            }
+            Err(Written::Stopped(code)) => Err(StreamError::Stopped { stream, code }),
+            Err(_) => Err(StreamError::AlreadyFinished(stream)),
         };
+        if relayed
+            && result.is_ok()
+            && let Some(entry) = conn.streams.get_mut(&stream.id)
+        {
+            // yamux acknowledges no finish: our side is done now.
+            entry.send_closed = true;
+            if entry.is_done() {
+                conn.streams.remove(&stream.id);
+            }
+        }
         self.dirty.insert(stream.connection);
         result
     }
@@ -610,8 +618,13 @@ impl Node {
             return Err(StreamError::UnknownConnection(connection));
         }
         self.with_ctx(connection, |conn, ctx| {
-            conn.quic
-                .close(now, VarInt::from_u32(code), Bytes::copy_from_slice(reason));
+            match &mut conn.transport {
+                Transport::Quic(q) => {
+                    q.conn
+                        .close(now, VarInt::from_u32(code), Bytes::copy_from_slice(reason))
+                }
+                Transport::Relayed(r) => r.close(),
+            }
             conn.report_closed(ConnectionFailure::ClosedLocally, ctx);
         });
         self.process(connection);
@@ -633,9 +646,13 @@ impl Node {
         }
         while let Some(&id) = self.dirty.first() {
             let now = self.now;
-            if let Some(conn) = self.connections.get_mut(&id) {
+            if let Some(quic) = self
+                .connections
+                .get_mut(&id)
+                .and_then(|c| c.transport.quic())
+            {
                 buf.clear();
-                if let Some(transmit) = conn.quic.poll_transmit(now, 1, buf) {
+                if let Some(transmit) = quic.poll_transmit(now, 1, buf) {
                     return Output::Transmit(transmit);
                 }
             }
@@ -681,8 +698,9 @@ impl Node {
         let id = ConnectionId(self.next_connection);
         self.next_connection += 1;
         self.by_handle.insert(handle, id);
+        let transport = Transport::Quic(Box::new(QuicTransport { handle, conn: quic }));
         self.connections
-            .insert(id, Conn::new(handle, quic, direction, expected, outcome));
+            .insert(id, Conn::new(transport, direction, expected, outcome));
         id
     }
 
@@ -745,11 +763,13 @@ impl Node {
                 return;
             };
             let mut progressed = false;
-            while let Some(event) = conn.quic.poll_endpoint_events() {
-                progressed = true;
-                drained |= event.is_drained();
-                if let Some(reply) = self.endpoint.handle_event(conn.handle, event) {
-                    conn.quic.handle_event(reply);
+            if let Transport::Quic(q) = &mut conn.transport {
+                while let Some(event) = q.conn.poll_endpoint_events() {
+                    progressed = true;
+                    drained |= event.is_drained();
+                    if let Some(reply) = self.endpoint.handle_event(q.handle, event) {
+                        q.conn.handle_event(reply);
+                    }
                 }
             }
             self.with_ctx(id, |conn, ctx| conn.drive(ctx));
@@ -780,7 +800,9 @@ impl Node {
             };
             conn.report_closed(ConnectionFailure::ClosedLocally, &mut ctx);
         }
-        self.by_handle.remove(&conn.handle);
+        if let Transport::Quic(q) = &conn.transport {
+            self.by_handle.remove(&q.handle);
+        }
         if let Some(at) = conn.registered_timer.take() {
             self.timers.remove(&(at, id));
         }
@@ -800,7 +822,10 @@ impl Node {
         let Some(conn) = self.connections.get_mut(&id) else {
             return;
         };
-        let next = conn.quic.poll_timeout();
+        let Some(quic) = conn.transport.quic() else {
+            return;
+        };
+        let next = quic.poll_timeout();
         if next == conn.registered_timer {
             return;
         }

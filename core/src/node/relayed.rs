@@ -1,0 +1,382 @@
+//! A relayed connection's transport: the byte stream of a circuit, upgraded like a raw
+//! connection (DESIGN §4.3): multistream-select `/tls/1.0.0` → TLS 1.3 with libp2p
+//! certificates (the remote PeerId is authenticated end to end; the relay sees ciphertext) →
+//! multistream-select `/yamux/1.0.0` inside TLS → yamux, whose streams carry the same
+//! protocols as QUIC streams do.
+//!
+//! The node moves bytes between this transport and the circuit stream on the relay
+//! connection; see `Node::pump_relayed`.
+
+use bytes::{Buf, Bytes, BytesMut};
+
+use super::ids::ConnectionId;
+use super::stream::Negotiation;
+use super::transport::StreamKey;
+use crate::identity::PeerId;
+use crate::multistream::{Dialer, Listener, Progress};
+use crate::tls::{ReadOutcome, SecureStream, SecureStreamError, SecureStreamEvent, TlsIdentity};
+use crate::wallclock::WallClock;
+use crate::yamux::{Mode, Session, YamuxConfig};
+
+/// Protocol id of the TLS upgrade on a raw stream.
+pub const TLS_PROTOCOL: &str = "/tls/1.0.0";
+/// Protocol id of the yamux upgrade inside TLS.
+pub const YAMUX_PROTOCOL: &str = "/yamux/1.0.0";
+
+/// Most bytes read from TLS into yamux per pump round: yamux buffers at most its windows, this
+/// only keeps one round's work small.
+const PLAINTEXT_CHUNK: usize = 16 * 1024;
+/// Most bytes the pre-TLS negotiation may take from the circuit at once.
+const NEGOTIATION_INPUT: usize = 4096;
+/// Most bytes waiting for the circuit stream before TLS output is left inside TLS (whose own
+/// buffer then refuses writes, pushing back on yamux and the application).
+const MAX_TO_CIRCUIT: usize = 64 * 1024;
+/// Most yamux output waiting for TLS before yamux output is left inside yamux.
+const MAX_PLAINTEXT_OUT: usize = 64 * 1024;
+
+/// Who dialed the circuit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum CircuitRole {
+    /// We sent HOP CONNECT; we are the TLS client and expect `peer`.
+    Dialer,
+    /// We accepted a STOP CONNECT; we are the TLS server.
+    Listener,
+}
+
+/// Why a circuit's upgrade or transport failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum CircuitFailure {
+    /// The relay refused the circuit with this status.
+    #[error("relay refused the circuit: {0:?}")]
+    Refused(crate::relay::wire::Status),
+    /// The relay's answer could not be used.
+    #[error("relay answered badly: {0}")]
+    BadRelayAnswer(String),
+    /// Negotiating `/tls/1.0.0` or `/yamux/1.0.0` failed.
+    #[error("upgrade negotiation failed: {0}")]
+    Negotiation(#[from] crate::multistream::NegotiationError),
+    /// TLS failed (includes a certificate refusal, e.g. a PeerId mismatch).
+    #[error("TLS on the circuit failed: {0}")]
+    Tls(#[from] SecureStreamError),
+    /// yamux failed.
+    #[error("yamux on the circuit failed: {0}")]
+    Yamux(String),
+    /// The circuit stream ended or was reset (relay gone, limit hit, peer gone).
+    #[error("circuit stream ended: {0}")]
+    CircuitEnded(String),
+}
+
+enum Inner {
+    Negotiating(Negotiation),
+    Yamux(Box<Session>),
+}
+
+enum Stage {
+    /// Dialer only: HOP CONNECT sent, the relay has not answered yet.
+    AwaitingRelay,
+    /// Negotiating `/tls/1.0.0` in the clear.
+    Outer(Negotiation),
+    /// TLS running; inside it, yamux negotiation then yamux.
+    Secure {
+        tls: Box<SecureStream>,
+        inner: Inner,
+    },
+    /// Dead.
+    Failed,
+}
+
+/// The transport of a relayed connection.
+pub(crate) struct RelayedTransport {
+    /// The direct connection to the relay carrying the circuit.
+    pub(crate) relay_conn: ConnectionId,
+    /// The relay's PeerId.
+    pub(crate) relay_peer: PeerId,
+    /// The relay's UDP address (reported as the connection's remote address).
+    pub(crate) relay_addr: std::net::SocketAddr,
+    /// The circuit stream on `relay_conn` (our HOP stream as dialer, the STOP stream as
+    /// listener). `None` until the relay accepted (dialer).
+    pub(crate) circuit: Option<StreamKey>,
+    pub(crate) role: CircuitRole,
+    /// The remote peer: expected (dialer) or announced by the relay (listener).
+    pub(crate) remote: PeerId,
+    stage: Stage,
+    identity: TlsIdentity,
+    clock: WallClock,
+    yamux_config: YamuxConfig,
+    /// Bytes for the circuit stream (negotiation lines, then TLS records), in order.
+    pub(crate) to_circuit: BytesMut,
+    /// Plaintext yamux produced that TLS has not taken yet.
+    plaintext_out: BytesMut,
+    /// The peer's TLS identity, once the handshake completed.
+    authenticated: Option<PeerId>,
+    /// `ConnectionEstablished` was reported.
+    pub(crate) established: bool,
+}
+
+impl RelayedTransport {
+    pub(crate) fn new(
+        relay_conn: ConnectionId,
+        relay_peer: PeerId,
+        relay_addr: std::net::SocketAddr,
+        role: CircuitRole,
+        remote: PeerId,
+        identity: TlsIdentity,
+        clock: WallClock,
+        yamux_config: YamuxConfig,
+    ) -> Self {
+        Self {
+            relay_conn,
+            relay_peer,
+            relay_addr,
+            circuit: None,
+            role,
+            remote,
+            stage: Stage::AwaitingRelay,
+            identity,
+            clock,
+            yamux_config,
+            to_circuit: BytesMut::new(),
+            plaintext_out: BytesMut::new(),
+            authenticated: None,
+            established: false,
+        }
+    }
+
+    /// The yamux session, once running.
+    pub(crate) fn yamux_mut(&mut self) -> Option<&mut Session> {
+        match &mut self.stage {
+            Stage::Secure {
+                inner: Inner::Yamux(session),
+                ..
+            } => Some(session),
+            _ => None,
+        }
+    }
+
+    /// The authenticated remote peer, once TLS completed.
+    pub(crate) fn authenticated_peer(&self) -> Option<PeerId> {
+        self.authenticated
+    }
+
+    /// Ready for application streams: TLS authenticated the peer and yamux runs.
+    pub(crate) fn is_ready(&self) -> bool {
+        self.authenticated.is_some()
+            && matches!(
+                self.stage,
+                Stage::Secure {
+                    inner: Inner::Yamux(_),
+                    ..
+                }
+            )
+    }
+
+    /// The circuit is open (the relay's STATUS OK, or our STOP reply): start upgrading.
+    pub(crate) fn start(&mut self, circuit: StreamKey) -> Result<(), CircuitFailure> {
+        self.circuit = Some(circuit);
+        let mut negotiation = match self.role {
+            CircuitRole::Dialer => Negotiation::Dialer(
+                Dialer::new([TLS_PROTOCOL]).expect("TLS_PROTOCOL is a valid protocol id"),
+            ),
+            CircuitRole::Listener => {
+                Negotiation::Listener(Listener::new(vec![TLS_PROTOCOL.to_owned()]))
+            }
+        };
+        while let Some(out) = negotiation.poll_output() {
+            self.to_circuit.extend_from_slice(&out);
+        }
+        self.stage = Stage::Outer(negotiation);
+        Ok(())
+    }
+
+    /// How many circuit bytes the transport can take now (0: stop reading the circuit).
+    pub(crate) fn input_capacity(&self) -> usize {
+        match &self.stage {
+            Stage::Outer(_) => NEGOTIATION_INPUT,
+            Stage::Secure { tls, .. } => tls.input_capacity(),
+            Stage::AwaitingRelay | Stage::Failed => 0,
+        }
+    }
+
+    /// Closes the relayed connection: yamux go-away, TLS close_notify.
+    pub(crate) fn close(&mut self) {
+        if let Some(session) = self.yamux_mut() {
+            session.close();
+        }
+        // Flush yamux's go-away into TLS; errors here only mean the circuit is already dead.
+        let _ = self.pump();
+        if let Stage::Secure { tls, .. } = &mut self.stage {
+            tls.close();
+        }
+        let _ = self.pump();
+    }
+
+    /// Marks the transport dead.
+    pub(crate) fn fail(&mut self) {
+        self.stage = Stage::Failed;
+    }
+
+    /// Feeds bytes read from the circuit stream (at most [`Self::input_capacity`]).
+    pub(crate) fn handle_circuit_input(&mut self, data: &[u8]) -> Result<(), CircuitFailure> {
+        match &mut self.stage {
+            Stage::Outer(negotiation) => {
+                let progress = negotiation.handle_input(data);
+                while let Some(out) = negotiation.poll_output() {
+                    self.to_circuit.extend_from_slice(&out);
+                }
+                match progress? {
+                    Progress::Pending => Ok(()),
+                    Progress::Negotiated(negotiated) => {
+                        self.start_tls()?;
+                        if negotiated.remaining.is_empty() {
+                            Ok(())
+                        } else {
+                            self.handle_circuit_input(&negotiated.remaining)
+                        }
+                    }
+                }
+            }
+            Stage::Secure { tls, .. } => Ok(tls.handle_input(data)?),
+            Stage::AwaitingRelay | Stage::Failed => Ok(()),
+        }
+    }
+
+    /// The circuit stream ended cleanly (the peer finished it).
+    pub(crate) fn handle_circuit_end(&mut self) -> Result<(), CircuitFailure> {
+        match &mut self.stage {
+            Stage::Secure { tls, .. } => Ok(tls.handle_end_of_input()?),
+            _ => Err(CircuitFailure::CircuitEnded(
+                "finished before the upgrade completed".into(),
+            )),
+        }
+    }
+
+    fn start_tls(&mut self) -> Result<(), CircuitFailure> {
+        let tls = match self.role {
+            CircuitRole::Dialer => {
+                SecureStream::client(&self.identity, self.clock.clone(), self.remote)
+            }
+            CircuitRole::Listener => SecureStream::server(&self.identity, self.clock.clone()),
+        }
+        .map_err(|e| CircuitFailure::Tls(SecureStreamError::Buffering(e.to_string())))?;
+        let mut inner = match self.role {
+            CircuitRole::Dialer => Negotiation::Dialer(
+                Dialer::new([YAMUX_PROTOCOL]).expect("YAMUX_PROTOCOL is a valid protocol id"),
+            ),
+            CircuitRole::Listener => {
+                Negotiation::Listener(Listener::new(vec![YAMUX_PROTOCOL.to_owned()]))
+            }
+        };
+        let mut tls = Box::new(tls);
+        while let Some(out) = inner.poll_output() {
+            // Written before the handshake completes; SecureStream sends it once it can.
+            let mut rest = &out[..];
+            while !rest.is_empty() {
+                let n = tls.write(rest)?;
+                if n == 0 {
+                    self.plaintext_out.extend_from_slice(rest);
+                    break;
+                }
+                rest = &rest[n..];
+            }
+        }
+        self.stage = Stage::Secure {
+            tls,
+            inner: Inner::Negotiating(inner),
+        };
+        Ok(())
+    }
+
+    /// Moves bytes through the layers: TLS plaintext into yamux (or its negotiation), yamux
+    /// output into TLS, TLS records toward the circuit. Returns whether anything moved.
+    pub(crate) fn pump(&mut self) -> Result<bool, CircuitFailure> {
+        let Stage::Secure { tls, inner } = &mut self.stage else {
+            return Ok(false);
+        };
+        let mut moved = false;
+        while let Some(event) = tls.poll_event() {
+            if let SecureStreamEvent::HandshakeComplete { peer } = event {
+                self.authenticated = Some(peer);
+                moved = true;
+            }
+        }
+        // Plaintext in. Bounded: each read takes bytes out of TLS's bounded buffer.
+        loop {
+            if let Inner::Yamux(session) = inner
+                && session.is_terminated()
+            {
+                return Err(CircuitFailure::Yamux("session terminated".into()));
+            }
+            match tls.read(PLAINTEXT_CHUNK)? {
+                ReadOutcome::Data(data) => {
+                    moved = true;
+                    match inner {
+                        Inner::Yamux(session) => session.handle_input(&data),
+                        Inner::Negotiating(negotiation) => {
+                            let progress = negotiation.handle_input(&data);
+                            while let Some(out) = negotiation.poll_output() {
+                                self.plaintext_out.extend_from_slice(&out);
+                            }
+                            if let Progress::Negotiated(negotiated) = progress? {
+                                let mode = match self.role {
+                                    CircuitRole::Dialer => Mode::Client,
+                                    CircuitRole::Listener => Mode::Server,
+                                };
+                                let mut session =
+                                    Box::new(Session::new(mode, self.yamux_config.clone()));
+                                session.handle_input(&negotiated.remaining);
+                                *inner = Inner::Yamux(session);
+                            }
+                        }
+                    }
+                }
+                ReadOutcome::Blocked => break,
+                ReadOutcome::Finished => {
+                    if let Inner::Yamux(session) = inner {
+                        session.close();
+                    }
+                    return Err(CircuitFailure::CircuitEnded("peer closed TLS".into()));
+                }
+            }
+        }
+        // Plaintext out: yamux frames, then into TLS as far as it takes them.
+        if let Inner::Yamux(session) = inner {
+            while self.plaintext_out.len() < MAX_PLAINTEXT_OUT
+                && let Some(out) = session.poll_output()
+            {
+                self.plaintext_out.extend_from_slice(&out);
+                moved = true;
+            }
+        }
+        while !self.plaintext_out.is_empty() {
+            let n = tls.write(&self.plaintext_out)?;
+            if n == 0 {
+                break;
+            }
+            self.plaintext_out.advance(n);
+            moved = true;
+        }
+        while self.to_circuit.len() < MAX_TO_CIRCUIT
+            && let Some(out) = tls.poll_output()
+        {
+            self.to_circuit.extend_from_slice(&out);
+            moved = true;
+        }
+        Ok(moved)
+    }
+
+    /// Takes the bytes waiting for the circuit stream.
+    pub(crate) fn take_circuit_output(&mut self) -> Bytes {
+        self.to_circuit.split().freeze()
+    }
+
+    /// Puts back what the circuit stream did not take.
+    pub(crate) fn untake_circuit_output(&mut self, rest: Bytes) {
+        if rest.is_empty() {
+            return;
+        }
+        let mut joined = BytesMut::with_capacity(rest.len() + self.to_circuit.len());
+        joined.extend_from_slice(&rest);
+        joined.extend_from_slice(&self.to_circuit);
+        self.to_circuit = joined;
+    }
+}

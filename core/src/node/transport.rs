@@ -1,0 +1,238 @@
+//! What carries a connection's streams: a QUIC connection, or a relayed circuit upgraded with
+//! TLS and yamux. The stream logic above (negotiation, identify, ping, application streams)
+//! is written once against [`Transport`].
+
+use std::net::SocketAddr;
+
+use bytes::Bytes;
+use quinn_proto::{ConnectionHandle, Dir, ReadError, VarInt, WriteError};
+
+use super::relayed::RelayedTransport;
+
+/// A stream on either kind of transport.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum StreamKey {
+    /// A bidirectional QUIC stream.
+    Quic(quinn_proto::StreamId),
+    /// A yamux stream of a relayed connection.
+    Yamux(crate::yamux::StreamId),
+}
+
+impl std::fmt::Display for StreamKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StreamKey::Quic(id) => write!(f, "quic:{id}"),
+            StreamKey::Yamux(id) => write!(f, "yamux:{id}"),
+        }
+    }
+}
+
+/// One chunk read from a stream.
+#[derive(Debug)]
+pub(crate) enum Chunk {
+    Data(Bytes),
+    Blocked,
+    Finished,
+    Reset(u64),
+    /// The stream is unknown to the transport (already gone).
+    Closed,
+}
+
+/// The outcome of a write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Written {
+    /// This many bytes were taken; `0` means blocked until writable.
+    Bytes(usize),
+    /// The peer stopped the stream with this code.
+    Stopped(u64),
+    /// Our sending side is already finished or reset, or the stream is gone.
+    Closed,
+}
+
+/// A direct QUIC connection.
+pub(crate) struct QuicTransport {
+    pub(crate) handle: ConnectionHandle,
+    pub(crate) conn: quinn_proto::Connection,
+}
+
+/// The carrier of a connection's streams.
+pub(crate) enum Transport {
+    /// Direct QUIC.
+    Quic(Box<QuicTransport>),
+    /// A circuit through a relay.
+    Relayed(Box<RelayedTransport>),
+}
+
+impl Transport {
+    /// The QUIC connection, for direct connections.
+    pub(crate) fn quic(&mut self) -> Option<&mut quinn_proto::Connection> {
+        match self {
+            Transport::Quic(q) => Some(&mut q.conn),
+            Transport::Relayed(_) => None,
+        }
+    }
+
+    /// The QUIC connection, for direct connections.
+    pub(crate) fn quic_ref(&self) -> Option<&quinn_proto::Connection> {
+        match self {
+            Transport::Quic(q) => Some(&q.conn),
+            Transport::Relayed(_) => None,
+        }
+    }
+
+    /// The remote UDP address of a direct connection (`None` for a relayed one).
+    pub(crate) fn remote_address(&self) -> Option<SocketAddr> {
+        match self {
+            Transport::Quic(q) => Some(q.conn.remote_address()),
+            Transport::Relayed(_) => None,
+        }
+    }
+
+    pub(crate) fn open_bi(&mut self) -> Option<StreamKey> {
+        match self {
+            Transport::Quic(q) => q.conn.streams().open(Dir::Bi).map(StreamKey::Quic),
+            Transport::Relayed(r) => r.yamux_mut()?.open_stream().ok().map(StreamKey::Yamux),
+        }
+    }
+
+    pub(crate) fn accept_bi(&mut self) -> Option<StreamKey> {
+        match self {
+            Transport::Quic(q) => q.conn.streams().accept(Dir::Bi).map(StreamKey::Quic),
+            // yamux announces inbound streams as events, one at a time.
+            Transport::Relayed(_) => None,
+        }
+    }
+
+    pub(crate) fn read_chunk(&mut self, key: StreamKey, max: usize) -> Chunk {
+        match (self, key) {
+            (Transport::Quic(q), StreamKey::Quic(id)) => {
+                let mut recv = q.conn.recv_stream(id);
+                let Ok(mut chunks) = recv.read(true) else {
+                    return Chunk::Closed;
+                };
+                let chunk = match chunks.next(max) {
+                    Ok(Some(chunk)) => Chunk::Data(chunk.bytes),
+                    Ok(None) => Chunk::Finished,
+                    Err(ReadError::Blocked) => Chunk::Blocked,
+                    Err(ReadError::Reset(code)) => Chunk::Reset(code.into_inner()),
+                };
+                // Whether a flow-control update must go out does not matter: the node polls
+                // every touched connection for transmits after each input.
+                let _ = chunks.finalize();
+                chunk
+            }
+            (Transport::Relayed(r), StreamKey::Yamux(id)) => {
+                let Some(yamux) = r.yamux_mut() else {
+                    return Chunk::Closed;
+                };
+                match yamux.read(id, max) {
+                    Ok(crate::yamux::ReadOutcome::Data(data)) => Chunk::Data(data),
+                    Ok(crate::yamux::ReadOutcome::Blocked) => Chunk::Blocked,
+                    Ok(crate::yamux::ReadOutcome::Finished) => Chunk::Finished,
+                    // yamux forgets a reset stream; a read of a stream we still track means the
+                    // peer reset it (yamux resets carry no code).
+                    Err(_) => Chunk::Reset(0),
+                }
+            }
+            _ => Chunk::Closed,
+        }
+    }
+
+    pub(crate) fn write(&mut self, key: StreamKey, data: &[u8]) -> Written {
+        match (self, key) {
+            (Transport::Quic(q), StreamKey::Quic(id)) => match q.conn.send_stream(id).write(data) {
+                Ok(n) => Written::Bytes(n),
+                Err(WriteError::Blocked) => Written::Bytes(0),
+                Err(WriteError::Stopped(code)) => Written::Stopped(code.into_inner()),
+                Err(WriteError::ClosedStream) => Written::Closed,
+            },
+            (Transport::Relayed(r), StreamKey::Yamux(id)) => match r.yamux_mut() {
+                None => Written::Closed,
+                Some(yamux) => match yamux.write(id, data) {
+                    Ok(n) => Written::Bytes(n),
+                    Err(crate::yamux::YamuxError::LimitExceeded(_)) => Written::Bytes(0),
+                    Err(_) => Written::Closed,
+                },
+            },
+            _ => Written::Closed,
+        }
+    }
+
+    /// Writes whole `Bytes` chunks without copying where the transport allows it.
+    pub(crate) fn write_bytes(&mut self, key: StreamKey, data: &mut Bytes) -> Written {
+        match (&mut *self, key) {
+            (Transport::Quic(q), StreamKey::Quic(id)) => {
+                let mut chunks = [std::mem::take(data)];
+                let result = q.conn.send_stream(id).write_chunks(&mut chunks);
+                let [rest] = chunks;
+                *data = rest;
+                match result {
+                    Ok(written) => Written::Bytes(written.bytes),
+                    Err(WriteError::Blocked) => Written::Bytes(0),
+                    Err(WriteError::Stopped(code)) => Written::Stopped(code.into_inner()),
+                    Err(WriteError::ClosedStream) => Written::Closed,
+                }
+            }
+            _ => {
+                let result = self.write(key, data);
+                if let Written::Bytes(n) = result {
+                    let _ = data.split_to(n);
+                }
+                result
+            }
+        }
+    }
+
+    /// Finishes our sending side. Returns the peer's stop code if it stopped the stream.
+    pub(crate) fn finish(&mut self, key: StreamKey) -> Result<(), Written> {
+        match (self, key) {
+            (Transport::Quic(q), StreamKey::Quic(id)) => match q.conn.send_stream(id).finish() {
+                Ok(()) => Ok(()),
+                Err(quinn_proto::FinishError::Stopped(code)) => {
+                    Err(Written::Stopped(code.into_inner()))
+                }
+                Err(quinn_proto::FinishError::ClosedStream) => Err(Written::Closed),
+            },
+            (Transport::Relayed(r), StreamKey::Yamux(id)) => match r.yamux_mut() {
+                Some(yamux) => yamux.finish(id).map_err(|_| Written::Closed),
+                None => Err(Written::Closed),
+            },
+            _ => Err(Written::Closed),
+        }
+    }
+
+    /// Resets our sending side and stops the peer's.
+    pub(crate) fn abort(&mut self, key: StreamKey, code: u32) {
+        match (self, key) {
+            (Transport::Quic(q), StreamKey::Quic(id)) => {
+                let code = VarInt::from_u32(code);
+                let _ = q.conn.send_stream(id).reset(code);
+                let _ = q.conn.recv_stream(id).stop(code);
+            }
+            (Transport::Relayed(r), StreamKey::Yamux(id)) => {
+                if let Some(yamux) = r.yamux_mut() {
+                    let _ = yamux.reset(id);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Finishes our sending side after what was written, and stops the peer's.
+    pub(crate) fn finish_and_stop(&mut self, key: StreamKey, code: u32) {
+        match (self, key) {
+            (Transport::Quic(q), StreamKey::Quic(id)) => {
+                let _ = q.conn.send_stream(id).finish();
+                let _ = q.conn.recv_stream(id).stop(VarInt::from_u32(code));
+            }
+            (Transport::Relayed(r), StreamKey::Yamux(id)) => {
+                // yamux has no "stop sending": finish ours; unread data is dropped with the
+                // stream once the peer finishes.
+                if let Some(yamux) = r.yamux_mut() {
+                    let _ = yamux.finish(id);
+                }
+            }
+            _ => {}
+        }
+    }
+}
