@@ -1,0 +1,1 @@
+//! Circuit admission (in progress).

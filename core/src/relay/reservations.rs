@@ -1,0 +1,1 @@
+//! Reservation admission (in progress).
