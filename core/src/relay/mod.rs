@@ -12,12 +12,14 @@
 //! - [`voucher`]: signed envelopes (libp2p RFC 0002) carrying a reservation voucher.
 //! - [`limits`]: [`limits::RelayLimits`], every limit of DESIGN §5.1 with its default.
 //! - [`rate`]: [`rate::RateLimiter`], bounded per-key token buckets with exact arithmetic.
+//! - [`refusal`]: [`refusal::RefusalReason`], its status code, and per-reason counters.
 //! - [`reservations`]: [`reservations::ReservationTable`], RESERVE admission and expiry.
 //! - [`circuits`]: [`circuits::CircuitTable`], CONNECT admission, byte and time limits.
 
 pub mod circuits;
 pub mod limits;
 pub mod rate;
+pub mod refusal;
 pub mod reservations;
 pub mod voucher;
 pub mod wire;
