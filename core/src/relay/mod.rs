@@ -18,6 +18,8 @@
 
 pub mod circuits;
 pub mod limits;
+#[cfg(test)]
+mod model_tests;
 pub mod rate;
 pub mod refusal;
 pub mod reservations;
