@@ -1,14 +1,27 @@
-//! Circuit Relay v2 (DESIGN §4.3): the wire messages of the HOP and STOP protocols and the
-//! signed reservation vouchers.
+//! Circuit Relay v2 (DESIGN §4.3, §5.1): the wire messages of the HOP and STOP protocols, the
+//! signed reservation vouchers, and the relay server's admission logic.
 //!
-//! This module is the wire layer only. It turns typed requests and responses into
-//! uvarint-length-prefixed protobuf frames and back, and it classifies bad input so that the
-//! relay can answer with the right status code. The reservation table, limits and circuit
-//! bridging live above it.
+//! The wire layer turns typed requests and responses into uvarint-length-prefixed protobuf
+//! frames and back, and classifies bad input so that the relay can answer with the right status
+//! code. The admission layer is pure data: tables that decide, given `now`, whether a RESERVE or
+//! CONNECT is admitted and with which status it is refused. Neither does I/O; the node drives
+//! both.
 //!
 //! - [`wire`]: `HopMessage` / `StopMessage` framing, typed as [`wire::HopRequest`],
 //!   [`wire::HopResponse`], [`wire::StopRequest`] and [`wire::StopResponse`].
 //! - [`voucher`]: signed envelopes (libp2p RFC 0002) carrying a reservation voucher.
+//! - [`limits`]: [`limits::RelayLimits`], every limit of DESIGN §5.1 with its default.
+//! - [`rate`]: [`rate::RateLimiter`], bounded per-key token buckets with exact arithmetic.
+//! - [`refusal`]: [`refusal::RefusalReason`], its status code, and per-reason counters.
+//! - [`reservations`]: [`reservations::ReservationTable`], RESERVE admission and expiry.
+//! - [`circuits`]: [`circuits::CircuitTable`], CONNECT admission, byte and time limits.
 
+pub mod circuits;
+pub mod limits;
+#[cfg(test)]
+mod model_tests;
+pub mod rate;
+pub mod refusal;
+pub mod reservations;
 pub mod voucher;
 pub mod wire;
