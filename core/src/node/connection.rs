@@ -13,7 +13,10 @@ use super::config::NodeConfig;
 use super::error::{ConnectionFailure, StreamOpenFailure};
 use super::event::Event;
 use super::ids::{ConnectionId, Direction, StreamHandle};
-use super::stream::{Negotiation, Purpose, StreamEntry, StreamKind};
+use super::action::Action;
+use super::stream::{Negotiation, Purpose, RelayRole, StreamEntry, StreamKind};
+use crate::framing::FrameDecoder;
+use crate::relay::wire::MAX_MESSAGE_SIZE;
 use super::transport::{Chunk, StreamKey, Transport, Written};
 use crate::framing::MAX_UVARINT_LEN;
 use crate::identity::PeerId;
@@ -21,6 +24,7 @@ use crate::multistream::{Dialer, Listener, Negotiated, Progress};
 use crate::protocols::identify::{self, IdentifyInfo};
 use crate::protocols::ping::{PING_SIZE, PingResponder, Pinger};
 use crate::protocols::{IDENTIFY, PING};
+use crate::relay::{HOP_PROTOCOL, STOP_PROTOCOL};
 use crate::tls::{self, VerificationOutcome};
 
 /// Stream reset / stop code for a protocol violation or a refused negotiation.
@@ -54,8 +58,11 @@ pub(crate) enum ConnState {
 pub(crate) struct LocalInfo {
     pub(crate) config: NodeConfig,
     pub(crate) public_key: crate::identity::PublicKey,
-    /// Protocols inbound streams may negotiate: identify, ping, then the application's.
+    /// Protocols inbound streams may negotiate: identify, ping, relay protocols, then the
+    /// application's.
     pub(crate) supported: std::sync::Arc<[String]>,
+    /// How long a relay-protocol stream may take to deliver its message.
+    pub(crate) request_timeout: std::time::Duration,
 }
 
 /// Bounded queue of events for the application.
@@ -97,6 +104,7 @@ pub(crate) struct Ctx<'a> {
     pub(crate) local: &'a LocalInfo,
     pub(crate) ping_rng: &'a mut ChaCha20Rng,
     pub(crate) deadlines: &'a mut BTreeSet<(Instant, ConnectionId, StreamKey)>,
+    pub(crate) actions: &'a mut Vec<Action>,
 }
 
 /// A connection of the node.
@@ -310,6 +318,10 @@ impl Conn {
             self.report_stream_failure(id, &entry.kind, StreamOpenFailure::ConnectionClosed, ctx);
         }
         self.ping_in_flight = None;
+        ctx.actions.push(Action::ConnectionClosed {
+            connection: ctx.id,
+            peer: self.peer,
+        });
         ctx.events.push(Event::ConnectionClosed {
             connection: ctx.id,
             peer: self.peer.or(self.expected_peer),
@@ -381,6 +393,15 @@ impl Conn {
                 return;
             };
             match &entry.kind {
+                StreamKind::Parked { .. } => return,
+                StreamKind::Bridged { circuit } => {
+                    ctx.actions.push(Action::Bridge { circuit: *circuit });
+                    return;
+                }
+                StreamKind::Circuit { relayed } => {
+                    ctx.actions.push(Action::Circuit { relayed: *relayed });
+                    return;
+                }
                 StreamKind::App { .. } => {
                     ctx.events.push(Event::StreamReadable {
                         stream: StreamHandle {
@@ -491,8 +512,31 @@ impl Conn {
                 entry.pending_write.extend_from_slice(&echo);
                 self.flush(id);
             }
-            StreamKind::IdentifyServe | StreamKind::PingDone => {
+            StreamKind::IdentifyServe | StreamKind::PingDone | StreamKind::Closing => {
                 // The peer has nothing more to say on these; ignore stray bytes.
+            }
+            StreamKind::RelayRead { role, decoder, .. } => {
+                decoder.extend(&data);
+                let role = *role;
+                let frame = match decoder.decode() {
+                    Ok(None) => return,
+                    Ok(Some(frame)) => Ok(frame),
+                    Err(error) => Err(error),
+                };
+                let StreamKind::RelayRead { decoder, .. } =
+                    std::mem::replace(&mut entry.kind, StreamKind::Parked { role })
+                else {
+                    return;
+                };
+                ctx.actions.push(Action::RelayMessage {
+                    stream: handle,
+                    role,
+                    frame,
+                    rest: decoder.into_remaining(),
+                });
+            }
+            StreamKind::Parked { .. } | StreamKind::Bridged { .. } | StreamKind::Circuit { .. } => {
+                // on_readable never reads these.
             }
         }
     }
@@ -544,6 +588,8 @@ impl Conn {
                     entry.kind = StreamKind::PingServe { responder };
                     self.flush(id);
                 }
+                HOP_PROTOCOL => self.start_relay_read(id, RelayRole::HopServe, remaining, ctx),
+                STOP_PROTOCOL => self.start_relay_read(id, RelayRole::StopServe, remaining, ctx),
                 _ => {
                     entry.kind = StreamKind::App {
                         protocol: protocol.clone(),
@@ -604,6 +650,28 @@ impl Conn {
                     self.fail_ping(id, error.to_string(), ctx);
                 }
             }
+            Purpose::Relay { role, request } => {
+                entry.pending_write.extend_from_slice(&request);
+                self.flush(id);
+                self.start_relay_read(id, role, remaining, ctx);
+            }
+        }
+    }
+
+    /// Starts reading the one framed message a relay-protocol stream expects.
+    fn start_relay_read(&mut self, id: StreamKey, role: RelayRole, remaining: Bytes, ctx: &mut Ctx<'_>) {
+        let Some(entry) = self.streams.get_mut(&id) else {
+            return;
+        };
+        let deadline = ctx.now + ctx.local.request_timeout;
+        entry.kind = StreamKind::RelayRead {
+            role,
+            decoder: FrameDecoder::new(MAX_MESSAGE_SIZE),
+            deadline,
+        };
+        ctx.deadlines.insert((deadline, ctx.id, id));
+        if !remaining.is_empty() {
+            self.on_stream_data(id, remaining, ctx);
         }
     }
 
@@ -655,7 +723,21 @@ impl Conn {
             StreamKind::App { .. } => {
                 // Left to the application's read; not reached (App streams are not read here).
             }
-            StreamKind::IdentifyServe | StreamKind::PingDone => {}
+            StreamKind::IdentifyServe | StreamKind::PingDone | StreamKind::Closing => {}
+            StreamKind::RelayRead { role, .. } | StreamKind::Parked { role } => {
+                ctx.actions.push(Action::RelayStreamFailed {
+                    stream: StreamHandle { connection: ctx.id, id },
+                    role,
+                    reason: match code {
+                        Some(code) => format!("stream reset by peer (code {code})"),
+                        None => "stream finished before its message".into(),
+                    },
+                });
+                self.abort_stream(id, CODE_PROTOCOL_ERROR);
+                return;
+            }
+            StreamKind::Bridged { circuit } => ctx.actions.push(Action::Bridge { circuit }),
+            StreamKind::Circuit { relayed } => ctx.actions.push(Action::Circuit { relayed }),
         }
         if code.is_some() && !entry.send_closed {
             // The peer abandoned the stream: stop writing to it too.
@@ -696,6 +778,17 @@ impl Conn {
     }
 
     fn on_writable(&mut self, id: StreamKey, ctx: &mut Ctx<'_>) {
+        match self.streams.get(&id).map(|e| &e.kind) {
+            Some(StreamKind::Bridged { circuit }) => {
+                ctx.actions.push(Action::Bridge { circuit: *circuit });
+                return;
+            }
+            Some(StreamKind::Circuit { relayed }) => {
+                ctx.actions.push(Action::Circuit { relayed: *relayed });
+                return;
+            }
+            _ => {}
+        }
         let is_app = matches!(
             self.streams.get(&id).map(|e| &e.kind),
             Some(StreamKind::App { .. })
@@ -733,9 +826,13 @@ impl Conn {
                     code,
                 });
             }
+            StreamKind::Bridged { circuit } => ctx.actions.push(Action::Bridge { circuit: *circuit }),
+            StreamKind::Circuit { relayed } => ctx.actions.push(Action::Circuit { relayed: *relayed }),
             StreamKind::Negotiating { .. }
             | StreamKind::PingOut { .. }
-            | StreamKind::IdentifyFetch { .. } => {
+            | StreamKind::IdentifyFetch { .. }
+            | StreamKind::RelayRead { .. }
+            | StreamKind::Parked { .. } => {
                 if let Some(entry) = self.streams.remove(&id) {
                     let failure = StreamOpenFailure::Reset(code);
                     self.report_stream_failure(id, &entry.kind, failure, ctx);
@@ -779,7 +876,21 @@ impl Conn {
                         reason: failure.to_string(),
                     });
                 }
+                (Purpose::Relay { role, .. }, _) => ctx.actions.push(Action::RelayStreamFailed {
+                    stream,
+                    role: *role,
+                    reason: failure.to_string(),
+                }),
             },
+            StreamKind::RelayRead { role, .. } | StreamKind::Parked { role } => {
+                ctx.actions.push(Action::RelayStreamFailed {
+                    stream,
+                    role: *role,
+                    reason: failure.to_string(),
+                })
+            }
+            StreamKind::Bridged { circuit } => ctx.actions.push(Action::Bridge { circuit: *circuit }),
+            StreamKind::Circuit { relayed } => ctx.actions.push(Action::Circuit { relayed: *relayed }),
             StreamKind::IdentifyFetch { .. } => ctx.events.push(Event::IdentifyFailed {
                 connection: ctx.id,
                 reason: failure.to_string(),

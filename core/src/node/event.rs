@@ -94,6 +94,41 @@ pub enum Event {
         /// The stream.
         stream: StreamHandle,
     },
+    /// A relay granted (or renewed) our reservation: we are reachable at `circuit_addrs`.
+    ReservationAccepted {
+        /// Our connection to the relay.
+        connection: ConnectionId,
+        /// The relay.
+        relay: PeerId,
+        /// When the reservation expires (unix seconds), unless renewed; the node renews it at
+        /// three quarters of its lifetime.
+        expire_unix_secs: u64,
+        /// Our circuit addresses through this relay (`<relay addr>/p2p-circuit`).
+        circuit_addrs: Vec<multiaddr::Multiaddr>,
+        /// Limits the relay applies to each circuit.
+        limit: Option<crate::relay::wire::CircuitLimit>,
+        /// A renewal of a reservation we already held.
+        renewed: bool,
+    },
+    /// A reservation request failed (refused, bad voucher, stream failure). If it was a
+    /// renewal, [`Event::ReservationLost`] follows.
+    ReservationFailed {
+        /// Our connection to the relay.
+        connection: ConnectionId,
+        /// The relay.
+        relay: PeerId,
+        /// Why.
+        reason: String,
+    },
+    /// A reservation we held is gone (relay connection closed, renewal refused, expired).
+    ReservationLost {
+        /// Our (former) connection to the relay.
+        connection: ConnectionId,
+        /// The relay.
+        relay: PeerId,
+        /// Why.
+        reason: String,
+    },
     /// The peer asked us to stop sending; further writes fail.
     StreamStopped {
         /// The stream.

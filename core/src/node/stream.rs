@@ -5,7 +5,10 @@ use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 
+use super::ids::ConnectionId;
+use crate::framing::FrameDecoder;
 use crate::multistream::{Dialer, Listener, NegotiationError, Progress};
+use crate::relay::circuits::CircuitId;
 use crate::protocols::ping::{PingResponder, Pinger};
 
 /// Why an outbound stream was opened; decides what happens once it is negotiated.
@@ -17,6 +20,25 @@ pub(crate) enum Purpose {
     Identify,
     /// Measure a round trip.
     Ping,
+    /// A Circuit Relay v2 exchange: write `request` (one frame), then read one reply frame.
+    Relay { role: RelayRole, request: Bytes },
+}
+
+/// What a Circuit Relay v2 stream is for (DESIGN §4.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RelayRole {
+    /// Relay: a peer's HOP stream; its request has not arrived yet.
+    HopServe,
+    /// Client: our HOP RESERVE, awaiting the STATUS.
+    Reserve,
+    /// Client: our HOP CONNECT for relayed connection `relayed`, awaiting the STATUS.
+    Connect { relayed: ConnectionId },
+    /// Client: a relay's STOP stream; its CONNECT has not arrived yet.
+    StopServe,
+    /// Relay: our STOP CONNECT to the target of `circuit`, awaiting its STATUS.
+    Stop { circuit: CircuitId },
+    /// Relay: the source's HOP stream of `circuit`, waiting for the target's answer.
+    AwaitingTarget { circuit: CircuitId },
 }
 
 /// One side of a multistream-select negotiation.
@@ -66,6 +88,21 @@ pub(crate) enum StreamKind {
     PingDone,
     /// Echoing the peer's pings.
     PingServe { responder: PingResponder },
+    /// A relay-protocol stream reading one framed message.
+    RelayRead {
+        role: RelayRole,
+        decoder: FrameDecoder,
+        deadline: Instant,
+    },
+    /// A relay-protocol stream the node is deciding about: nothing is read meanwhile, so
+    /// bytes that follow the message stay in the transport for the circuit.
+    Parked { role: RelayRole },
+    /// Relay: one end of a bridged circuit; the node forwards its bytes.
+    Bridged { circuit: CircuitId },
+    /// Client: the byte stream carrying relayed connection `relayed`.
+    Circuit { relayed: ConnectionId },
+    /// We wrote our last message and finished; anything the peer still sends is discarded.
+    Closing,
 }
 
 impl StreamKind {
@@ -74,7 +111,8 @@ impl StreamKind {
         match self {
             Self::Negotiating { deadline, .. }
             | Self::IdentifyFetch { deadline, .. }
-            | Self::PingOut { deadline, .. } => Some(*deadline),
+            | Self::PingOut { deadline, .. }
+            | Self::RelayRead { deadline, .. } => Some(*deadline),
             _ => None,
         }
     }

@@ -25,3 +25,8 @@ pub mod refusal;
 pub mod reservations;
 pub mod voucher;
 pub mod wire;
+
+/// Protocol id of Circuit Relay v2 HOP (client ↔ relay: RESERVE, CONNECT).
+pub const HOP_PROTOCOL: &str = "/libp2p/circuit/relay/0.2.0/hop";
+/// Protocol id of Circuit Relay v2 STOP (relay → target: CONNECT).
+pub const STOP_PROTOCOL: &str = "/libp2p/circuit/relay/0.2.0/stop";
