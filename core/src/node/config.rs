@@ -22,6 +22,7 @@ pub struct NodeConfig {
     pub(crate) agent_version: String,
     pub(crate) listen_addrs: Vec<Multiaddr>,
     pub(crate) max_events: usize,
+    pub(crate) deterministic_tls: bool,
 }
 
 impl Default for NodeConfig {
@@ -38,6 +39,7 @@ impl Default for NodeConfig {
             agent_version: concat!("dep2p/", env!("CARGO_PKG_VERSION")).to_owned(),
             listen_addrs: Vec::new(),
             max_events: 65_536,
+            deterministic_tls: false,
         }
     }
 }
@@ -128,6 +130,18 @@ impl NodeConfig {
     /// every input, so this only guards against an embedding that never does. Default 65,536.
     pub fn max_events(&mut self, count: usize) -> &mut Self {
         self.max_events = count;
+        self
+    }
+
+    /// Derives rustls' randomness (TLS randoms, ephemeral X25519 keys) from the node's seed
+    /// instead of the operating system, so that one seed replays a run byte for byte
+    /// ([`tls::seeded_crypto_provider`](crate::tls::seeded_crypto_provider)). Default off.
+    ///
+    /// **For simulators and tests only**: TLS randomness derived from the node seed is
+    /// predictable to anyone who knows the seed, who can then decrypt every session of the node.
+    /// The node also offers only the X25519 key-exchange group while it is on.
+    pub fn deterministic_tls(&mut self, on: bool) -> &mut Self {
+        self.deterministic_tls = on;
         self
     }
 

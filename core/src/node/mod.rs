@@ -123,8 +123,9 @@ pub enum ReadOutcome {
 ///
 /// All randomness the node draws itself (QUIC connection IDs, reset and token keys, ping
 /// payloads, certificate key) derives from the seed given to [`Node::new`]; production callers
-/// pass OS-random bytes, tests pass fixed ones. (rustls still draws TLS randoms and ephemeral
-/// keys from ring's generator; the simulator replaces that provider.)
+/// pass OS-random bytes, tests pass fixed ones. rustls draws TLS randoms and ephemeral keys
+/// from the OS, unless [`NodeConfig::deterministic_tls`] derives them from the seed too (for
+/// simulators and tests only).
 ///
 /// # Panics
 ///
@@ -134,6 +135,8 @@ pub struct Node {
     keypair: Keypair,
     peer_id: PeerId,
     tls: TlsIdentity,
+    /// rustls' crypto provider, shared by every handshake (see `quic::tls_provider`).
+    tls_provider: Arc<rustls::crypto::CryptoProvider>,
     clock: WallClock,
     anchor: UnixAnchor,
     endpoint: quinn_proto::Endpoint,
@@ -193,8 +196,14 @@ impl Node {
         let clock = WallClock::new(unix_time);
         let tls = TlsIdentity::new(&keypair, seeds.derive("tls-certificate-key"))
             .map_err(|e| NodeError::Tls(e.to_string()))?;
-        let server_tls =
-            tls::server_config(&tls, clock.clone()).map_err(|e| NodeError::Tls(e.to_string()))?;
+        let tls_provider = quic::tls_provider(&config, &seeds);
+        let server_tls = tls::server_config_with_provider(
+            &tls,
+            clock.clone(),
+            &[tls::ALPN],
+            Arc::clone(&tls_provider),
+        )
+        .map_err(|e| NodeError::Tls(e.to_string()))?;
         let transport = quic::transport_config(&config);
         let server = quic::server_config(server_tls, Arc::clone(&transport), &seeds, &clock)
             .map_err(|e| NodeError::Tls(e.to_string()))?;
@@ -214,6 +223,7 @@ impl Node {
             peer_id,
             keypair,
             tls,
+            tls_provider,
             anchor: UnixAnchor::new(now, unix_time),
             clock,
             endpoint,
@@ -412,9 +422,14 @@ impl Node {
         if remote.port() == 0 || remote.ip().is_unspecified() {
             return Err(DialError::InvalidAddress(remote));
         }
-        let (client_tls, outcome) =
-            tls::client_config(&self.tls, self.clock.clone(), Some(expected))
-                .map_err(|e| DialError::Tls(e.to_string()))?;
+        let (client_tls, outcome) = tls::client_config_with_provider(
+            &self.tls,
+            self.clock.clone(),
+            Some(expected),
+            &[tls::ALPN],
+            Arc::clone(&self.tls_provider),
+        )
+        .map_err(|e| DialError::Tls(e.to_string()))?;
         let client =
             quic::client_config(client_tls, Arc::clone(&self.transport), &self.initial_cids)
                 .map_err(|e| DialError::Tls(e.to_string()))?;
