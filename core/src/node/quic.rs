@@ -2,6 +2,15 @@
 //! inputs (DESIGN §3, §8): reset key, token key, connection-ID generator and initial destination
 //! CIDs from the seed; token time from the node's wall clock; in simulators, rustls' randomness
 //! from the seed too ([`tls_provider`]).
+//!
+//! Audit of quinn-proto 0.11.19's randomness at runtime: the endpoint RNG (`rng_seed`) seeds
+//! each connection's RNG, which draws packet-number skips, the key-phase interval, the spin bit,
+//! QUIC-bit greasing, the reserved (grease) transport parameter, the transport-parameter write
+//! order and path challenges; the endpoint RNG itself draws stateless-reset padding and token
+//! nonces. The thread RNG is reached only by `EndpointConfig::default` (reset key),
+//! `ServerConfig::with_crypto` (token key), the default CID generators and initial DCIDs, all
+//! replaced here, and by the BBR congestion controller, which we do not use (the default is
+//! Cubic).
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
