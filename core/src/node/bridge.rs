@@ -7,9 +7,9 @@
 //! quinn-proto's flow-controlled buffers, and a slow reader slows the writer.
 
 use bytes::Bytes;
-use quinn_proto::{ReadError, VarInt, WriteError};
 
 use super::ids::StreamHandle;
+use super::transport::{Chunk, Transport, Written};
 
 /// Largest chunk the relay reads at once: bounds the bytes parked in a bridge per direction.
 pub(crate) const BRIDGE_CHUNK: usize = 16 * 1024;
@@ -77,7 +77,11 @@ pub(crate) enum Turn {
 }
 
 impl Bridge {
-    pub(crate) fn new(source: StreamHandle, target: StreamHandle, limit_bytes: Option<u64>) -> Self {
+    pub(crate) fn new(
+        source: StreamHandle,
+        target: StreamHandle,
+        limit_bytes: Option<u64>,
+    ) -> Self {
         Self {
             ends: [source, target],
             pending: [None, None],
@@ -116,55 +120,39 @@ impl Bridge {
     /// Moves bytes from `from` to the other end until the reader is empty, the writer is
     /// blocked, or the turn's chunk budget is spent.
     ///
-    /// `src` is the connection holding `ends[from]`, `dst` the one holding the other end.
-    pub(crate) fn forward(
-        &mut self,
-        from: End,
-        src: &mut quinn_proto::Connection,
-        dst: &mut quinn_proto::Connection,
-    ) -> Turn {
+    /// `src` carries `ends[from]`, `dst` the other end.
+    pub(crate) fn forward(&mut self, from: End, src: &mut Transport, dst: &mut Transport) -> Turn {
         let to = from.other();
         let (src_id, dst_id) = (self.ends[from as usize].id, self.ends[to as usize].id);
         for _ in 0..CHUNKS_PER_TURN {
             if let Some(mut chunk) = self.pending[from as usize].take() {
-                let mut chunks = [chunk.clone()];
-                match dst.send_stream(dst_id).write_chunks(&mut chunks) {
-                    Ok(written) if written.chunks == 1 => {}
-                    Ok(_) | Err(WriteError::Blocked) => {
+                match dst.write_bytes(dst_id, &mut chunk) {
+                    Written::Bytes(_) if chunk.is_empty() => {}
+                    Written::Bytes(_) => {
                         // Keep what was not taken; resume on the writer's Writable event.
-                        let [rest] = chunks;
-                        chunk = rest;
                         self.pending[from as usize] = Some(chunk);
                         return Turn::Continue;
                     }
-                    Err(WriteError::Stopped(_) | WriteError::ClosedStream) => {
-                        return Turn::Done(BridgeEnd::Reset);
-                    }
+                    Written::Stopped(_) | Written::Closed => return Turn::Done(BridgeEnd::Reset),
                 }
             }
             if self.source_finished[from as usize] {
                 if !self.finished_toward[to as usize] {
                     self.finished_toward[to as usize] = true;
-                    let _ = dst.send_stream(dst_id).finish();
+                    let _ = dst.finish(dst_id);
                 }
                 return self.check_both_finished();
             }
-            let mut recv = src.recv_stream(src_id);
-            let Ok(mut chunks) = recv.read(true) else {
-                return Turn::Done(BridgeEnd::Reset);
-            };
-            let next = chunks.next(BRIDGE_CHUNK);
-            let _ = chunks.finalize();
-            match next {
-                Ok(Some(chunk)) => {
-                    if let Err(end) = self.count(from, chunk.bytes.len()) {
+            match src.read_chunk(src_id, BRIDGE_CHUNK) {
+                Chunk::Data(data) => {
+                    if let Err(end) = self.count(from, data.len()) {
                         return Turn::Done(end);
                     }
-                    self.pending[from as usize] = Some(chunk.bytes);
+                    self.pending[from as usize] = Some(data);
                 }
-                Ok(None) => self.source_finished[from as usize] = true,
-                Err(ReadError::Blocked) => return Turn::Continue,
-                Err(ReadError::Reset(_)) => return Turn::Done(BridgeEnd::Reset),
+                Chunk::Finished => self.source_finished[from as usize] = true,
+                Chunk::Blocked => return Turn::Continue,
+                Chunk::Reset(_) | Chunk::Closed => return Turn::Done(BridgeEnd::Reset),
             }
         }
         Turn::Continue
@@ -175,16 +163,6 @@ impl Bridge {
             Turn::Done(BridgeEnd::Finished)
         } else {
             Turn::Continue
-        }
-    }
-
-    /// Resets both ends (a limit was hit or one end vanished). Ends whose connection is gone
-    /// are simply skipped by passing `None`.
-    pub(crate) fn reset_end(conn: Option<&mut quinn_proto::Connection>, end: StreamHandle, code: u32) {
-        if let Some(conn) = conn {
-            let code = VarInt::from_u32(code);
-            let _ = conn.send_stream(end.id).reset(code);
-            let _ = conn.recv_stream(end.id).stop(code);
         }
     }
 }

@@ -22,6 +22,8 @@ pub struct NodeConfig {
     pub(crate) agent_version: String,
     pub(crate) listen_addrs: Vec<Multiaddr>,
     pub(crate) max_events: usize,
+    pub(crate) relay_server: Option<crate::relay::limits::RelayLimits>,
+    pub(crate) deterministic_tls: bool,
 }
 
 impl Default for NodeConfig {
@@ -38,6 +40,8 @@ impl Default for NodeConfig {
             agent_version: concat!("dep2p/", env!("CARGO_PKG_VERSION")).to_owned(),
             listen_addrs: Vec::new(),
             max_events: 65_536,
+            relay_server: None,
+            deterministic_tls: false,
         }
     }
 }
@@ -131,6 +135,26 @@ impl NodeConfig {
         self
     }
 
+    /// Derives rustls' randomness (TLS randoms, ephemeral X25519 keys) from the node's seed
+    /// instead of the operating system, so that one seed replays a run byte for byte
+    /// ([`tls::seeded_crypto_provider`](crate::tls::seeded_crypto_provider)). Default off.
+    ///
+    /// **For simulators and tests only**: TLS randomness derived from the node seed is
+    /// predictable to anyone who knows the seed, who can then decrypt every session of the node.
+    /// The node also offers only the X25519 key-exchange group while it is on.
+    pub fn deterministic_tls(&mut self, on: bool) -> &mut Self {
+        self.deterministic_tls = on;
+        self
+    }
+
+    /// Makes this node a Circuit Relay v2 server with these limits (DESIGN §5.1); `None` (the
+    /// default) serves no HOP requests. A relay needs at least one listen address: it is
+    /// announced in every reservation.
+    pub fn relay_server(&mut self, limits: Option<crate::relay::limits::RelayLimits>) -> &mut Self {
+        self.relay_server = limits;
+        self
+    }
+
     /// Checks every value, naming the first bad setting.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |setting, why: &str| {
@@ -168,6 +192,18 @@ impl NodeConfig {
         }
         if self.negotiation_timeout.is_zero() {
             return invalid("negotiation_timeout", "must be greater than zero");
+        }
+        if let Some(limits) = &self.relay_server {
+            limits.validate().map_err(|e| ConfigError::InvalidValue {
+                setting: "relay_server",
+                why: e.to_string(),
+            })?;
+            if self.listen_addrs.is_empty() {
+                return invalid(
+                    "listen_addrs",
+                    "a relay needs at least one listen address to announce in reservations",
+                );
+            }
         }
         if self.max_events == 0 {
             return invalid("max_events", "must be at least 1");

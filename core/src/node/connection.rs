@@ -9,21 +9,21 @@ use rand_chacha::ChaCha20Rng;
 use rand_chacha::rand_core::RngCore;
 use rustls::pki_types::CertificateDer;
 
+use super::action::Action;
 use super::config::NodeConfig;
 use super::error::{ConnectionFailure, StreamOpenFailure};
 use super::event::Event;
 use super::ids::{ConnectionId, Direction, StreamHandle};
-use super::action::Action;
 use super::stream::{Negotiation, Purpose, RelayRole, StreamEntry, StreamKind};
-use crate::framing::FrameDecoder;
-use crate::relay::wire::MAX_MESSAGE_SIZE;
 use super::transport::{Chunk, StreamKey, Transport, Written};
+use crate::framing::FrameDecoder;
 use crate::framing::MAX_UVARINT_LEN;
 use crate::identity::PeerId;
 use crate::multistream::{Dialer, Listener, Negotiated, Progress};
 use crate::protocols::identify::{self, IdentifyInfo};
 use crate::protocols::ping::{PING_SIZE, PingResponder, Pinger};
 use crate::protocols::{IDENTIFY, PING};
+use crate::relay::wire::MAX_MESSAGE_SIZE;
 use crate::relay::{HOP_PROTOCOL, STOP_PROTOCOL};
 use crate::tls::{self, VerificationOutcome};
 
@@ -659,7 +659,13 @@ impl Conn {
     }
 
     /// Starts reading the one framed message a relay-protocol stream expects.
-    fn start_relay_read(&mut self, id: StreamKey, role: RelayRole, remaining: Bytes, ctx: &mut Ctx<'_>) {
+    fn start_relay_read(
+        &mut self,
+        id: StreamKey,
+        role: RelayRole,
+        remaining: Bytes,
+        ctx: &mut Ctx<'_>,
+    ) {
         let Some(entry) = self.streams.get_mut(&id) else {
             return;
         };
@@ -726,7 +732,10 @@ impl Conn {
             StreamKind::IdentifyServe | StreamKind::PingDone | StreamKind::Closing => {}
             StreamKind::RelayRead { role, .. } | StreamKind::Parked { role } => {
                 ctx.actions.push(Action::RelayStreamFailed {
-                    stream: StreamHandle { connection: ctx.id, id },
+                    stream: StreamHandle {
+                        connection: ctx.id,
+                        id,
+                    },
                     role,
                     reason: match code {
                         Some(code) => format!("stream reset by peer (code {code})"),
@@ -826,8 +835,12 @@ impl Conn {
                     code,
                 });
             }
-            StreamKind::Bridged { circuit } => ctx.actions.push(Action::Bridge { circuit: *circuit }),
-            StreamKind::Circuit { relayed } => ctx.actions.push(Action::Circuit { relayed: *relayed }),
+            StreamKind::Bridged { circuit } => {
+                ctx.actions.push(Action::Bridge { circuit: *circuit })
+            }
+            StreamKind::Circuit { relayed } => {
+                ctx.actions.push(Action::Circuit { relayed: *relayed })
+            }
             StreamKind::Negotiating { .. }
             | StreamKind::PingOut { .. }
             | StreamKind::IdentifyFetch { .. }
@@ -889,8 +902,12 @@ impl Conn {
                     reason: failure.to_string(),
                 })
             }
-            StreamKind::Bridged { circuit } => ctx.actions.push(Action::Bridge { circuit: *circuit }),
-            StreamKind::Circuit { relayed } => ctx.actions.push(Action::Circuit { relayed: *relayed }),
+            StreamKind::Bridged { circuit } => {
+                ctx.actions.push(Action::Bridge { circuit: *circuit })
+            }
+            StreamKind::Circuit { relayed } => {
+                ctx.actions.push(Action::Circuit { relayed: *relayed })
+            }
             StreamKind::IdentifyFetch { .. } => ctx.events.push(Event::IdentifyFailed {
                 connection: ctx.id,
                 reason: failure.to_string(),

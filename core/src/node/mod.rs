@@ -1,11 +1,15 @@
 //! The sans-IO node: one QUIC endpoint, its connections, and the libp2p protocols above them.
 
+mod action;
+mod bridge;
 mod config;
 mod connection;
 mod error;
 mod event;
 mod ids;
 mod quic;
+mod relay_client;
+mod relay_server;
 mod relayed;
 mod stream;
 mod transport;
@@ -24,11 +28,13 @@ pub use error::{ConnectionFailure, DialError, PingError, StreamError, StreamOpen
 pub use event::Event;
 pub use ids::{ConnectionId, Direction, StreamHandle};
 pub use quinn_proto::Transmit;
+pub use relay_client::{ClientReservation, ReserveError};
+pub use relay_server::RelayStats;
 pub use relayed::CircuitFailure;
 pub use transport::StreamKey;
 
 use connection::{Conn, ConnState, Ctx, EventQueue, LocalInfo};
-use stream::{Purpose, StreamKind};
+use stream::{Purpose, RelayRole, StreamKind};
 use transport::{Chunk, QuicTransport, Transport, Written};
 
 use crate::identity::{Keypair, PeerId};
@@ -128,8 +134,9 @@ pub enum ReadOutcome {
 ///
 /// All randomness the node draws itself (QUIC connection IDs, reset and token keys, ping
 /// payloads, certificate key) derives from the seed given to [`Node::new`]; production callers
-/// pass OS-random bytes, tests pass fixed ones. (rustls still draws TLS randoms and ephemeral
-/// keys from ring's generator; the simulator replaces that provider.)
+/// pass OS-random bytes, tests pass fixed ones. rustls draws TLS randoms and ephemeral keys
+/// from the OS, unless [`NodeConfig::deterministic_tls`] derives them from the seed too (for
+/// simulators and tests only).
 ///
 /// # Panics
 ///
@@ -144,6 +151,8 @@ pub struct Node {
     /// feeds one connection's handshake, and `process` runs right after every such
     /// call and moves the failure onto that connection, so the slot never mixes connections.
     client_verification: tls::VerificationOutcome,
+    /// rustls' crypto provider, shared by every handshake (see `quic::tls_provider`).
+    tls_provider: Arc<rustls::crypto::CryptoProvider>,
     clock: WallClock,
     anchor: UnixAnchor,
     endpoint: quinn_proto::Endpoint,
@@ -166,6 +175,14 @@ pub struct Node {
     scratch: Vec<u8>,
     connections_refused: u64,
     responses_dropped: u64,
+    /// Work connections handed over (see `action.rs`).
+    actions: Vec<action::Action>,
+    /// The relay server role, if enabled.
+    relay: Option<relay_server::RelayServer>,
+    /// The relay client role.
+    client: relay_client::RelayClient,
+    /// Relayed connections touched by a command since their last pump.
+    relayed_dirty: BTreeSet<ConnectionId>,
 }
 
 impl std::fmt::Debug for Node {
@@ -203,15 +220,32 @@ impl Node {
         let clock = WallClock::new(unix_time);
         let tls = TlsIdentity::new(&keypair, seeds.derive("tls-certificate-key"))
             .map_err(|e| NodeError::Tls(e.to_string()))?;
-        let (server_tls, client_verification) =
-            tls::server_config_with_outcome(&tls, clock.clone(), &[tls::ALPN])
-                .map_err(|e| NodeError::Tls(e.to_string()))?;
+        let tls_provider = quic::tls_provider(&config, &seeds);
+        let (server_tls, client_verification) = tls::server_config_with_provider(
+            &tls,
+            clock.clone(),
+            &[tls::ALPN],
+            Arc::clone(&tls_provider),
+        )
+        .map_err(|e| NodeError::Tls(e.to_string()))?;
         let transport = quic::transport_config(&config);
         let server = quic::server_config(server_tls, Arc::clone(&transport), &seeds, &clock)
             .map_err(|e| NodeError::Tls(e.to_string()))?;
         let endpoint =
             quinn_proto::Endpoint::new(quic::endpoint_config(&seeds), Some(server), false, None);
         let mut supported = vec![IDENTIFY.to_owned(), PING.to_owned()];
+        if config.relay_server.is_some() {
+            supported.push(crate::relay::HOP_PROTOCOL.to_owned());
+        }
+        supported.push(crate::relay::STOP_PROTOCOL.to_owned());
+        let request_timeout = config
+            .relay_server
+            .as_ref()
+            .map_or(config.negotiation_timeout, |limits| limits.request_timeout);
+        let relay = config
+            .relay_server
+            .clone()
+            .map(relay_server::RelayServer::new);
         supported.extend(config.protocols.iter().cloned());
         let supported: Arc<[String]> = supported.into();
         let events = EventQueue::new(config.max_events);
@@ -221,11 +255,13 @@ impl Node {
                 config,
                 public_key: keypair.public(),
                 supported,
+                request_timeout,
             },
             peer_id,
             keypair,
             tls,
             client_verification,
+            tls_provider,
             anchor: UnixAnchor::new(now, unix_time),
             clock,
             endpoint,
@@ -244,6 +280,10 @@ impl Node {
             scratch: Vec::new(),
             connections_refused: 0,
             responses_dropped: 0,
+            actions: Vec::new(),
+            relay,
+            client: relay_client::RelayClient::default(),
+            relayed_dirty: BTreeSet::new(),
         })
     }
 
@@ -400,6 +440,9 @@ impl Node {
             self.with_ctx(id, |conn, ctx| conn.expire_stream(stream, at, ctx));
             self.process(id);
         }
+        self.relay_timeouts(now);
+        self.client_timeouts(now);
+        self.run_actions();
     }
 
     // ----- commands -----
@@ -433,9 +476,14 @@ impl Node {
         if remote.port() == 0 || remote.ip().is_unspecified() {
             return Err(DialError::InvalidAddress(remote));
         }
-        let (client_tls, outcome) =
-            tls::client_config(&self.tls, self.clock.clone(), Some(expected))
-                .map_err(|e| DialError::Tls(e.to_string()))?;
+        let (client_tls, outcome) = tls::client_config_with_provider(
+            &self.tls,
+            self.clock.clone(),
+            Some(expected),
+            &[tls::ALPN],
+            Arc::clone(&self.tls_provider),
+        )
+        .map_err(|e| DialError::Tls(e.to_string()))?;
         let client =
             quic::client_config(client_tls, Arc::clone(&self.transport), &self.initial_cids)
                 .map_err(|e| DialError::Tls(e.to_string()))?;
@@ -493,7 +541,7 @@ impl Node {
             Written::Stopped(code) => Err(StreamError::Stopped { stream, code }),
             Written::Closed => Err(StreamError::AlreadyFinished(stream)),
         };
-        self.dirty.insert(stream.connection);
+        self.touch(stream.connection);
         result
     }
 
@@ -535,7 +583,7 @@ impl Node {
                 conn.streams.remove(&stream.id);
             }
         }
-        self.dirty.insert(stream.connection);
+        self.touch(stream.connection);
         outcome
     }
 
@@ -559,7 +607,7 @@ impl Node {
                 conn.streams.remove(&stream.id);
             }
         }
-        self.dirty.insert(stream.connection);
+        self.touch(stream.connection);
         result
     }
 
@@ -574,7 +622,7 @@ impl Node {
         let conn = self.app_stream(stream)?;
         conn.streams.remove(&stream.id);
         conn.abort_stream(stream.id, code);
-        self.dirty.insert(stream.connection);
+        self.touch(stream.connection);
         Ok(())
     }
 
@@ -636,6 +684,10 @@ impl Node {
     /// The next output. Call until it returns [`Output::Timeout`] (the drain rule); a
     /// [`Output::Transmit`]'s bytes are at the start of `buf`.
     pub fn poll_output(&mut self, buf: &mut Vec<u8>) -> Output {
+        while let Some(relayed) = self.relayed_dirty.pop_first() {
+            self.pump_relayed(relayed);
+            self.run_actions();
+        }
         if let Some(event) = self.events.pop() {
             return Output::Event(event);
         }
@@ -661,7 +713,9 @@ impl Node {
         }
         let next_timer = self.timers.first().map(|&(at, _)| at);
         let next_deadline = self.deadlines.first().map(|&(at, _, _)| at);
-        let wake = [next_timer, next_deadline]
+        let relay_deadline = self.relay.as_ref().and_then(|r| r.next_deadline());
+        let client_deadline = self.client.next_deadline();
+        let wake = [next_timer, next_deadline, relay_deadline, client_deadline]
             .into_iter()
             .flatten()
             .min()
@@ -741,6 +795,7 @@ impl Node {
             local: &self.local,
             ping_rng: &mut self.ping_rng,
             deadlines: &mut self.deadlines,
+            actions: &mut self.actions,
         };
         let result = f(conn, &mut ctx);
         self.dirty.insert(id);
@@ -781,10 +836,85 @@ impl Node {
             if let Some(mut conn) = self.connections.remove(&id) {
                 self.with_removed(id, &mut conn);
             }
+            self.run_actions();
             return;
+        }
+        if matches!(
+            self.connections.get(&id).map(|c| &c.transport),
+            Some(Transport::Relayed(_))
+        ) {
+            self.relayed_dirty.insert(id);
         }
         self.dirty.insert(id);
         self.refresh_timer(id);
+        self.run_actions();
+    }
+
+    /// Marks a connection for transmit polling (and a relayed one for pumping).
+    fn touch(&mut self, id: ConnectionId) {
+        self.dirty.insert(id);
+        if matches!(
+            self.connections.get(&id).map(|c| &c.transport),
+            Some(Transport::Relayed(_))
+        ) {
+            self.relayed_dirty.insert(id);
+        }
+    }
+
+    /// Carries out what connections handed over. Each action does bounded work and may queue
+    /// more; the bound only guards against a bug feeding the queue forever.
+    fn run_actions(&mut self) {
+        for _ in 0..100_000 {
+            if self.actions.is_empty() {
+                return;
+            }
+            let batch = std::mem::take(&mut self.actions);
+            for action in batch {
+                self.run_action(action);
+            }
+        }
+        debug_assert!(false, "relay actions did not settle");
+    }
+
+    fn run_action(&mut self, action: action::Action) {
+        use action::Action;
+        match action {
+            Action::RelayMessage {
+                stream,
+                role,
+                frame,
+                rest,
+            } => match role {
+                RelayRole::HopServe => self.on_hop_request(stream, frame, rest),
+                RelayRole::Stop { circuit } => self.on_stop_response(circuit, stream, frame, rest),
+                RelayRole::Reserve => self.on_reserve_response(stream, frame),
+                RelayRole::Connect { relayed } => {
+                    self.on_connect_response(stream, relayed, frame, rest)
+                }
+                RelayRole::StopServe => self.on_stop_request(stream, frame, rest),
+                RelayRole::AwaitingTarget { .. } => {}
+            },
+            Action::RelayStreamFailed {
+                stream,
+                role,
+                reason,
+            } => match role {
+                RelayRole::HopServe | RelayRole::Stop { .. } | RelayRole::AwaitingTarget { .. } => {
+                    self.on_relay_server_stream_failed(stream, role)
+                }
+                RelayRole::Reserve | RelayRole::Connect { .. } | RelayRole::StopServe => {
+                    self.on_relay_client_stream_failed(stream, role, reason)
+                }
+            },
+            Action::Bridge { circuit } => self.run_bridge(circuit),
+            Action::Circuit { relayed } => {
+                self.relayed_dirty.insert(relayed);
+            }
+            Action::ConnectionClosed { connection, peer } => {
+                self.relay_connection_closed(connection, peer);
+                self.client_connection_closed(connection, peer);
+            }
+        }
     }
 
     fn with_removed(&mut self, id: ConnectionId, conn: &mut Conn) {
@@ -797,6 +927,7 @@ impl Node {
                 local: &self.local,
                 ping_rng: &mut self.ping_rng,
                 deadlines: &mut self.deadlines,
+                actions: &mut self.actions,
             };
             conn.report_closed(ConnectionFailure::ClosedLocally, &mut ctx);
         }

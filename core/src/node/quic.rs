@@ -1,6 +1,16 @@
 //! quinn-proto configuration with every source of randomness and time taken from the node's
 //! inputs (DESIGN §3, §8): reset key, token key, connection-ID generator and initial destination
-//! CIDs from the seed; token time from the node's wall clock.
+//! CIDs from the seed; token time from the node's wall clock; in simulators, rustls' randomness
+//! from the seed too ([`tls_provider`]).
+//!
+//! Audit of quinn-proto 0.11.19's randomness at runtime: the endpoint RNG (`rng_seed`) seeds
+//! each connection's RNG, which draws packet-number skips, the key-phase interval, the spin bit,
+//! QUIC-bit greasing, the reserved (grease) transport parameter, the transport-parameter write
+//! order and path challenges; the endpoint RNG itself draws stateless-reset padding and token
+//! nonces. The thread RNG is reached only by `EndpointConfig::default` (reset key),
+//! `ServerConfig::with_crypto` (token key), the default CID generators and initial DCIDs, all
+//! replaced here, and by the BBR congestion controller, which we do not use (the default is
+//! Cubic).
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
@@ -12,9 +22,11 @@ use quinn_proto::{
 };
 use rand_chacha::ChaCha20Rng;
 use rand_chacha::rand_core::RngCore;
+use rustls::crypto::CryptoProvider;
 
 use super::config::NodeConfig;
 use crate::seed::SeedTree;
+use crate::tls;
 use crate::wallclock::WallClock;
 
 /// Length of the connection IDs we issue. 8 bytes is what RFC 9000 asks of an unpredictable CID.
@@ -47,6 +59,17 @@ struct WallClockTimeSource(WallClock);
 impl TimeSource for WallClockTimeSource {
     fn now(&self) -> SystemTime {
         SystemTime::UNIX_EPOCH + self.0.unix()
+    }
+}
+
+/// The rustls provider the node uses for every handshake, built once so that all connections
+/// draw from one stream: seeded from the node's seed with [`NodeConfig::deterministic_tls`], the
+/// OS-random production provider otherwise.
+pub(crate) fn tls_provider(config: &NodeConfig, seeds: &SeedTree) -> Arc<CryptoProvider> {
+    if config.deterministic_tls {
+        tls::seeded_crypto_provider(seeds.derive("tls-randomness"))
+    } else {
+        tls::crypto_provider()
     }
 }
 

@@ -81,8 +81,6 @@ enum Stage {
         tls: Box<SecureStream>,
         inner: Inner,
     },
-    /// Dead.
-    Failed,
 }
 
 /// The transport of a relayed connection.
@@ -102,6 +100,7 @@ pub(crate) struct RelayedTransport {
     stage: Stage,
     identity: TlsIdentity,
     clock: WallClock,
+    provider: std::sync::Arc<rustls::crypto::CryptoProvider>,
     yamux_config: YamuxConfig,
     /// Bytes for the circuit stream (negotiation lines, then TLS records), in order.
     pub(crate) to_circuit: BytesMut,
@@ -109,8 +108,6 @@ pub(crate) struct RelayedTransport {
     plaintext_out: BytesMut,
     /// The peer's TLS identity, once the handshake completed.
     authenticated: Option<PeerId>,
-    /// `ConnectionEstablished` was reported.
-    pub(crate) established: bool,
 }
 
 impl RelayedTransport {
@@ -122,6 +119,7 @@ impl RelayedTransport {
         remote: PeerId,
         identity: TlsIdentity,
         clock: WallClock,
+        provider: std::sync::Arc<rustls::crypto::CryptoProvider>,
         yamux_config: YamuxConfig,
     ) -> Self {
         Self {
@@ -134,11 +132,11 @@ impl RelayedTransport {
             stage: Stage::AwaitingRelay,
             identity,
             clock,
+            provider,
             yamux_config,
             to_circuit: BytesMut::new(),
             plaintext_out: BytesMut::new(),
             authenticated: None,
-            established: false,
         }
     }
 
@@ -193,7 +191,7 @@ impl RelayedTransport {
         match &self.stage {
             Stage::Outer(_) => NEGOTIATION_INPUT,
             Stage::Secure { tls, .. } => tls.input_capacity(),
-            Stage::AwaitingRelay | Stage::Failed => 0,
+            Stage::AwaitingRelay => 0,
         }
     }
 
@@ -208,11 +206,6 @@ impl RelayedTransport {
             tls.close();
         }
         let _ = self.pump();
-    }
-
-    /// Marks the transport dead.
-    pub(crate) fn fail(&mut self) {
-        self.stage = Stage::Failed;
     }
 
     /// Feeds bytes read from the circuit stream (at most [`Self::input_capacity`]).
@@ -236,7 +229,7 @@ impl RelayedTransport {
                 }
             }
             Stage::Secure { tls, .. } => Ok(tls.handle_input(data)?),
-            Stage::AwaitingRelay | Stage::Failed => Ok(()),
+            Stage::AwaitingRelay => Ok(()),
         }
     }
 
@@ -252,10 +245,17 @@ impl RelayedTransport {
 
     fn start_tls(&mut self) -> Result<(), CircuitFailure> {
         let tls = match self.role {
-            CircuitRole::Dialer => {
-                SecureStream::client(&self.identity, self.clock.clone(), self.remote)
-            }
-            CircuitRole::Listener => SecureStream::server(&self.identity, self.clock.clone()),
+            CircuitRole::Dialer => SecureStream::client_with_provider(
+                &self.identity,
+                self.clock.clone(),
+                self.remote,
+                self.provider.clone(),
+            ),
+            CircuitRole::Listener => SecureStream::server_with_provider(
+                &self.identity,
+                self.clock.clone(),
+                self.provider.clone(),
+            ),
         }
         .map_err(|e| CircuitFailure::Tls(SecureStreamError::Buffering(e.to_string())))?;
         let mut inner = match self.role {

@@ -8,8 +8,8 @@ use bytes::{Bytes, BytesMut};
 use super::ids::ConnectionId;
 use crate::framing::FrameDecoder;
 use crate::multistream::{Dialer, Listener, NegotiationError, Progress};
-use crate::relay::circuits::CircuitId;
 use crate::protocols::ping::{PingResponder, Pinger};
+use crate::relay::circuits::CircuitId;
 
 /// Why an outbound stream was opened; decides what happens once it is negotiated.
 #[derive(Debug, Clone, PartialEq, Eq)]

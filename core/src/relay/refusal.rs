@@ -55,6 +55,25 @@ impl RefusalReason {
         Self::ConnectToSelf,
     ];
 
+    /// A stable snake_case name, for metric labels and logs.
+    #[must_use]
+    pub const fn label(self) -> &'static str {
+        match self {
+            Self::ReservationsFull => "reservations_full",
+            Self::ReservationsPerIpFull => "reservations_per_ip_full",
+            Self::ReservationRatePerPeer => "reservation_rate_per_peer",
+            Self::ReservationRatePerIp => "reservation_rate_per_ip",
+            Self::CircuitsFull => "circuits_full",
+            Self::CircuitsPerSourceFull => "circuits_per_source_full",
+            Self::CircuitsPerDestinationFull => "circuits_per_destination_full",
+            Self::CircuitRatePerPeer => "circuit_rate_per_peer",
+            Self::CircuitRatePerIp => "circuit_rate_per_ip",
+            Self::RateTableFull => "rate_table_full",
+            Self::NoReservation => "no_reservation",
+            Self::ConnectToSelf => "connect_to_self",
+        }
+    }
+
     /// The status code the relay answers with.
     #[must_use]
     pub const fn status(self) -> Status {

@@ -3,6 +3,10 @@
 //!
 //! Only compiled with the `test-driver` feature (and for the crate's own tests).
 //!
+//! Runs replay: every node gets [`NodeConfig::deterministic_tls`], so one world seed fixes every
+//! byte on the wire, and [`World::trace_hash`] summarises a run (DESIGN §8) so two runs can be
+//! compared.
+//!
 //! ```
 //! use dep2p_core::testing::World;
 //! use dep2p_core::node::{Event, NodeConfig};
@@ -129,6 +133,8 @@ pub struct World {
     stats: NetStats,
     /// Hosts outside the world (raw QUIC peers driven by a test): datagrams for them wait here.
     external: BTreeMap<SocketAddr, Vec<ExternalDatagram>>,
+    /// Running SHA-256 over every delivered datagram and every emitted event.
+    trace: ring::digest::Context,
 }
 
 /// A datagram a node sent to an external host (see [`World::add_external`]).
@@ -163,6 +169,7 @@ impl World {
             buf: Vec::with_capacity(1500),
             stats: NetStats::default(),
             external: BTreeMap::new(),
+            trace: ring::digest::Context::new(&ring::digest::SHA256),
         }
     }
 
@@ -171,9 +178,17 @@ impl World {
         self.link = link;
     }
 
-    /// Adds a node whose key and seed derive from the world's seed and its index.
-    pub fn add_node(&mut self, config: NodeConfig) -> usize {
+    /// Adds a node whose key and seed derive from the world's seed and its index. Its TLS
+    /// randomness derives from its seed too ([`NodeConfig::deterministic_tls`] is forced on).
+    pub fn add_node(&mut self, mut config: NodeConfig) -> usize {
+        config.deterministic_tls(true);
         let index = self.nodes.len();
+        let octet = u8::try_from(index + 1).expect("at most 255 nodes in a test world");
+        let addr = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(127, 0, 1, octet)), 4001);
+        if config.listen_addrs.is_empty() {
+            // What an adapter does with its bound socket: announce it (relays must).
+            config.listen_addrs(vec![crate::addr::quic_multiaddr(addr)]);
+        }
         let node_seeds = self.seeds.subtree(&format!("node-{index}"));
         let key = keypair_from_seed(node_seeds.derive("host-key"));
         let node = Node::new(
@@ -184,8 +199,6 @@ impl World {
             WORLD_UNIX_START + self.elapsed(),
         )
         .expect("test node configuration is valid");
-        let octet = u8::try_from(index + 1).expect("at most 255 nodes in a test world");
-        let addr = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(127, 0, 1, octet)), 4001);
         self.by_addr.insert(addr, index);
         self.nodes.push(SimNode {
             node,
@@ -207,6 +220,57 @@ impl World {
     #[must_use]
     pub fn elapsed(&self) -> Duration {
         self.now - self.epoch
+    }
+
+    /// SHA-256 over everything that happened so far: each delivered (or injected) datagram
+    /// with its virtual time since the epoch, sender, receiver and bytes, and each event with its
+    /// node index, virtual time and `Debug` text. Two worlds built and driven the same way from
+    /// the same seed have the same hash.
+    #[must_use]
+    pub fn trace_hash(&self) -> [u8; 32] {
+        let digest = self.trace.clone().finish();
+        let mut out = [0u8; 32];
+        out.copy_from_slice(digest.as_ref());
+        out
+    }
+
+    /// [`World::trace_hash`] as lowercase hex, for printing.
+    #[must_use]
+    pub fn trace_hash_hex(&self) -> String {
+        self.trace_hash()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
+
+    /// Adds a delivered datagram to the trace. Fields are fixed-width or length-prefixed, so
+    /// two different traces cannot hash the same input.
+    fn trace_datagram(&mut self, from: SocketAddr, to: SocketAddr, data: &[u8]) {
+        let offset = self.elapsed_nanos();
+        let trace = &mut self.trace;
+        trace.update(b"D");
+        trace.update(&offset.to_le_bytes());
+        trace_addr(trace, from);
+        trace_addr(trace, to);
+        trace.update(&(data.len() as u64).to_le_bytes());
+        trace.update(data);
+    }
+
+    /// Adds an event emitted by node `index` to the trace.
+    fn trace_event(&mut self, index: usize, event: &Event) {
+        let offset = self.elapsed_nanos();
+        let text = format!("{event:?}");
+        let trace = &mut self.trace;
+        trace.update(b"E");
+        trace.update(&(index as u64).to_le_bytes());
+        trace.update(&offset.to_le_bytes());
+        trace.update(&(text.len() as u64).to_le_bytes());
+        trace.update(text.as_bytes());
+    }
+
+    fn elapsed_nanos(&self) -> u64 {
+        // u64 nanoseconds last 584 years of virtual time.
+        u64::try_from(self.elapsed().as_nanos()).unwrap_or(u64::MAX)
     }
 
     /// Network counters.
@@ -278,6 +342,7 @@ impl World {
     /// Hands a raw datagram to node `to` as if `from` had sent it (for malformed-input tests).
     pub fn inject(&mut self, to: usize, from: SocketAddr, data: &[u8]) {
         let now = self.now;
+        self.trace_datagram(from, self.nodes[to].addr, data);
         self.nodes[to].node.handle_datagram(
             now,
             Datagram {
@@ -325,7 +390,10 @@ impl World {
                     }
                     self.buf = data;
                 }
-                Output::Event(event) => self.nodes[index].events.push((self.now, event)),
+                Output::Event(event) => {
+                    self.trace_event(index, &event);
+                    self.nodes[index].events.push((self.now, event));
+                }
                 Output::Timeout(at) => {
                     self.nodes[index].wake = at;
                     return;
@@ -392,6 +460,7 @@ impl World {
                 continue;
             };
             self.stats.delivered += 1;
+            self.trace_datagram(datagram.from, datagram.to, &datagram.data);
             self.nodes[to].node.handle_datagram(
                 now,
                 Datagram {
@@ -438,4 +507,19 @@ impl World {
             assert!(steps < MAX_STEPS, "world did not settle: livelock?");
         }
     }
+}
+
+/// Adds a socket address to the trace in a fixed layout: family, IP octets, port.
+fn trace_addr(trace: &mut ring::digest::Context, addr: SocketAddr) {
+    match addr.ip() {
+        IpAddr::V4(ip) => {
+            trace.update(&[4]);
+            trace.update(&ip.octets());
+        }
+        IpAddr::V6(ip) => {
+            trace.update(&[6]);
+            trace.update(&ip.octets());
+        }
+    }
+    trace.update(&addr.port().to_be_bytes());
 }

@@ -32,6 +32,10 @@ pub enum TlsConfigError {
 
 /// The ring crypto provider restricted to the TLS 1.3 cipher suites. It keeps
 /// `TLS13_AES_128_GCM_SHA256`, which QUIC needs for its initial packets.
+///
+/// Its randomness (TLS randoms, ephemeral keys) comes from the operating system through ring:
+/// the production provider. Simulators use
+/// [`seeded_crypto_provider`](super::seeded_crypto_provider) instead.
 #[must_use]
 pub fn crypto_provider() -> Arc<CryptoProvider> {
     use rustls::crypto::ring::cipher_suite;
@@ -76,10 +80,21 @@ pub fn server_config_with_outcome(
     clock: WallClock,
     alpn: &[&[u8]],
 ) -> Result<(Arc<ServerConfig>, VerificationOutcome), TlsConfigError> {
+    server_config_with_provider(identity, clock, alpn, crypto_provider())
+}
+
+/// As [`server_config_with_outcome`], with the given crypto provider instead of
+/// [`crypto_provider`]: e.g. [`seeded_crypto_provider`](super::seeded_crypto_provider) in a
+/// simulator. The provider must offer `TLS13_AES_128_GCM_SHA256` for QUIC.
+pub fn server_config_with_provider(
+    identity: &TlsIdentity,
+    clock: WallClock,
+    alpn: &[&[u8]],
+    provider: Arc<CryptoProvider>,
+) -> Result<(Arc<ServerConfig>, VerificationOutcome), TlsConfigError> {
     let verifier = ClientCertificateVerifier::new(clock.clone());
     let outcome = verifier.outcome();
     let verifier = Arc::new(verifier);
-    let provider = crypto_provider();
     let certificate = certificate_and_key(identity, &provider)?;
     let mut config = ServerConfig::builder_with_details(provider, Arc::new(WallClockTime(clock)))
         .with_protocol_versions(&[&rustls::version::TLS13])?
@@ -111,9 +126,22 @@ pub fn client_config_with_alpn(
     expected_peer: Option<PeerId>,
     alpn: &[&[u8]],
 ) -> Result<(Arc<ClientConfig>, VerificationOutcome), TlsConfigError> {
+    client_config_with_provider(identity, clock, expected_peer, alpn, crypto_provider())
+}
+
+/// As [`client_config_with_alpn`], with the given crypto provider instead of
+/// [`crypto_provider`]. Share one provider between all dials of a node: a seeded provider
+/// ([`seeded_crypto_provider`](super::seeded_crypto_provider)) rebuilt per dial would replay the
+/// same randoms and key shares on every connection.
+pub fn client_config_with_provider(
+    identity: &TlsIdentity,
+    clock: WallClock,
+    expected_peer: Option<PeerId>,
+    alpn: &[&[u8]],
+    provider: Arc<CryptoProvider>,
+) -> Result<(Arc<ClientConfig>, VerificationOutcome), TlsConfigError> {
     let verifier = ServerCertificateVerifier::new(clock.clone(), expected_peer);
     let outcome = verifier.outcome();
-    let provider = crypto_provider();
     let certificate = certificate_and_key(identity, &provider)?;
     let mut config = ClientConfig::builder_with_details(provider, Arc::new(WallClockTime(clock)))
         .with_protocol_versions(&[&rustls::version::TLS13])?
@@ -401,6 +429,74 @@ mod tests {
                 .iter()
                 .any(|s| s.suite() == rustls::CipherSuite::TLS13_AES_128_GCM_SHA256)
         );
+    }
+
+    #[test]
+    fn seeded_provider_handshakes_with_an_os_random_peer() {
+        use crate::tls::seeded_crypto_provider;
+        let (dialer, listener) = (identity(1), identity(2));
+        let clock = WallClock::new(NOW);
+        // Seeded dialer, OS-random listener; then the other way round.
+        for seeded_dialer in [true, false] {
+            let (dialer_provider, listener_provider) = if seeded_dialer {
+                (seeded_crypto_provider([5; 32]), crypto_provider())
+            } else {
+                (crypto_provider(), seeded_crypto_provider([5; 32]))
+            };
+            let (client_config, _) = client_config_with_provider(
+                &dialer,
+                clock.clone(),
+                Some(listener.peer_id()),
+                &[ALPN],
+                dialer_provider,
+            )
+            .expect("client");
+            let (server_config, _) =
+                server_config_with_provider(&listener, clock.clone(), &[ALPN], listener_provider)
+                    .expect("server");
+            let (client, server, result) = connect(client_config, server_config);
+            result.unwrap_or_else(|e| panic!("seeded dialer {seeded_dialer}: {e:?}"));
+            assert_eq!(
+                client.negotiated_key_exchange_group().map(|g| g.name()),
+                Some(rustls::NamedGroup::X25519)
+            );
+            assert_eq!(server.alpn_protocol(), Some(ALPN));
+        }
+    }
+
+    #[test]
+    fn seeded_provider_replays_the_client_hello() {
+        let dialer = identity(1);
+        let clock = WallClock::new(NOW);
+        let hello = |seed: [u8; 32]| {
+            let (config, _) = client_config_with_provider(
+                &dialer,
+                clock.clone(),
+                None,
+                &[ALPN],
+                crate::tls::seeded_crypto_provider(seed),
+            )
+            .expect("client");
+            let name =
+                rustls::pki_types::ServerName::IpAddress(std::net::Ipv4Addr::LOCALHOST.into());
+            let mut client = ClientConnection::new(config, name).expect("client");
+            let mut flight = Vec::new();
+            client.write_tls(&mut flight).expect("write to a Vec");
+            flight
+        };
+        assert_eq!(hello([5; 32]), hello([5; 32]));
+        assert_ne!(hello([5; 32]), hello([6; 32]));
+        // The OS-random provider never repeats itself.
+        let os_hello = || {
+            let (config, _) = client_config(&dialer, clock.clone(), None).expect("client");
+            let name =
+                rustls::pki_types::ServerName::IpAddress(std::net::Ipv4Addr::LOCALHOST.into());
+            let mut client = ClientConnection::new(config, name).expect("client");
+            let mut flight = Vec::new();
+            client.write_tls(&mut flight).expect("write to a Vec");
+            flight
+        };
+        assert_ne!(os_hello(), os_hello());
     }
 
     #[test]

@@ -18,9 +18,11 @@
 //!
 //! Time: certificate validity is checked against a [`crate::wallclock::WallClock`]; the configs
 //! also hand rustls a time provider reading that clock, so nothing here reads the system clock.
-//! Randomness: certificate generation is deterministic in its seed; rustls' ring provider still
-//! draws handshake randomness from ring internally (a deterministic provider for the simulator is
-//! a later step, DESIGN §3).
+//! Randomness: certificate generation is deterministic in its seed, and so are our Ed25519
+//! handshake signatures. The production provider ([`crypto_provider`]) draws TLS randoms and
+//! ephemeral keys from the OS through ring; [`seeded`] provides a provider drawing them from a
+//! seed instead, so a simulator replays a run byte for byte (DESIGN §3, §8). Configs take a
+//! provider through the `*_with_provider` builders.
 
 // `CertificateError::PeerIdMismatch` holds two PeerIds (80 bytes each) so the node can name both
 // without unboxing; it is returned once per handshake, and the success side
@@ -29,6 +31,7 @@
 
 pub mod certificate;
 pub mod config;
+pub mod seeded;
 pub mod stream;
 pub mod verifier;
 
@@ -36,9 +39,11 @@ pub use certificate::{
     CertificateError, TlsIdentity, TlsIdentityError, VerifiedCertificate, verify_certificate,
 };
 pub use config::{
-    TlsConfigError, client_config, client_config_with_alpn, crypto_provider,
-    peer_id_from_certificates, server_config, server_config_with_alpn, server_config_with_outcome,
+    TlsConfigError, client_config, client_config_with_alpn, client_config_with_provider,
+    crypto_provider, peer_id_from_certificates, server_config, server_config_with_alpn,
+    server_config_with_outcome, server_config_with_provider,
 };
+pub use seeded::seeded_crypto_provider;
 pub use stream::{
     MAX_PENDING_CIPHERTEXT, MAX_UNSENT, READ_AHEAD, ReadOutcome, SecureStream, SecureStreamError,
     SecureStreamEvent,

@@ -72,7 +72,7 @@ use rustls::pki_types::ServerName;
 use rustls::{ClientConnection, Connection, ServerConnection};
 
 use super::certificate::{CertificateError, TlsIdentity};
-use super::config::{TlsConfigError, client_config, peer_id_from_certificates, server_config};
+use super::config::{TlsConfigError, peer_id_from_certificates};
 use super::verifier::VerificationOutcome;
 use crate::wallclock::WallClock;
 
@@ -195,8 +195,25 @@ impl SecureStream {
         clock: WallClock,
         expected_peer: PeerId,
     ) -> Result<Self, TlsConfigError> {
+        Self::client_with_provider(identity, clock, expected_peer, super::crypto_provider())
+    }
+
+    /// As [`SecureStream::client`], with the given crypto provider (e.g. the seeded one of a
+    /// simulator).
+    pub fn client_with_provider(
+        identity: &TlsIdentity,
+        clock: WallClock,
+        expected_peer: PeerId,
+        provider: std::sync::Arc<rustls::crypto::CryptoProvider>,
+    ) -> Result<Self, TlsConfigError> {
         // A config per stream, so the verifier's outcome slot belongs to this stream alone.
-        let (config, outcome) = client_config(identity, clock.clone(), Some(expected_peer))?;
+        let (config, outcome) = super::client_config_with_provider(
+            identity,
+            clock.clone(),
+            Some(expected_peer),
+            &[super::ALPN],
+            provider,
+        )?;
         // libp2p sends no SNI (the spec forbids it, and `enable_sni` is off); the name is unused.
         let name = ServerName::IpAddress(Ipv4Addr::UNSPECIFIED.into());
         let conn = ClientConnection::new(config, name)?;
@@ -205,7 +222,17 @@ impl SecureStream {
 
     /// The listening side; the dialer must present a valid libp2p certificate.
     pub fn server(identity: &TlsIdentity, clock: WallClock) -> Result<Self, TlsConfigError> {
-        let config = server_config(identity, clock.clone())?;
+        Self::server_with_provider(identity, clock, super::crypto_provider())
+    }
+
+    /// As [`SecureStream::server`], with the given crypto provider.
+    pub fn server_with_provider(
+        identity: &TlsIdentity,
+        clock: WallClock,
+        provider: std::sync::Arc<rustls::crypto::CryptoProvider>,
+    ) -> Result<Self, TlsConfigError> {
+        let (config, _) =
+            super::server_config_with_provider(identity, clock.clone(), &[super::ALPN], provider)?;
         let conn = ServerConnection::new(config)?;
         Ok(Self::new(conn.into(), clock, None))
     }

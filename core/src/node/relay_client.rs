@@ -1,0 +1,655 @@
+//! The relay client role (DESIGN §4.3, §5.2): reservations on relays with renewal at three
+//! quarters of their lifetime, dialing through a relay, and accepting circuits from relays that
+//! hold our reservation. Relayed connections are upgraded with TLS and yamux
+//! ([`super::relayed`]) and then behave like direct ones.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use multiaddr::{Multiaddr, Protocol};
+
+use super::Node;
+use super::connection::{Conn, ConnState};
+use super::error::{ConnectionFailure, DialError, StreamError};
+use super::ids::{ConnectionId, Direction, StreamHandle};
+use super::relayed::{CircuitRole, RelayedTransport};
+use super::stream::{Purpose, RelayRole, StreamKind};
+use super::transport::{Chunk, Transport, Written};
+use crate::framing::FrameError;
+use crate::identity::PeerId;
+use crate::relay::HOP_PROTOCOL;
+use crate::relay::voucher::Voucher;
+use crate::relay::wire::{
+    CircuitLimit, DecodeError, HopRequest, HopResponse, Status, StopRequest, StopResponse,
+};
+
+/// Rounds of moving bytes between a relayed connection and its circuit per call: each round
+/// moves at most one bounded chunk each way, and the rest waits for the next event.
+const PUMP_ROUNDS: usize = 64;
+/// Largest chunk read from a circuit stream at once.
+const CIRCUIT_CHUNK: usize = 16 * 1024;
+/// Retry delay for a renewal whose request failed while the reservation is still live.
+const RENEW_RETRY: Duration = Duration::from_secs(5);
+
+/// A reservation we hold on a relay.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientReservation {
+    /// The relay.
+    pub relay: PeerId,
+    /// Expiry (unix seconds).
+    pub expire_unix_secs: u64,
+    /// Our circuit addresses through the relay.
+    pub circuit_addrs: Vec<Multiaddr>,
+    /// The relay's per-circuit limits.
+    pub limit: Option<CircuitLimit>,
+    renew_at: Instant,
+}
+
+/// The client role's state.
+#[derive(Debug, Default)]
+pub(crate) struct RelayClient {
+    reservations: BTreeMap<ConnectionId, ClientReservation>,
+    renewals: BTreeSet<(Instant, ConnectionId)>,
+    in_flight: BTreeSet<ConnectionId>,
+}
+
+impl RelayClient {
+    pub(crate) fn next_deadline(&self) -> Option<Instant> {
+        self.renewals.first().map(|&(at, _)| at)
+    }
+}
+
+/// Why [`Node::reserve`] could not start.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReserveError {
+    /// A RESERVE is already in flight on this connection.
+    #[error("a reservation request is already in flight on {0}")]
+    InFlight(ConnectionId),
+    /// Reservations are only made over direct connections.
+    #[error("{0} is relayed; reservations need a direct connection")]
+    Relayed(ConnectionId),
+    /// The stream could not be opened.
+    #[error(transparent)]
+    Stream(#[from] StreamError),
+}
+
+impl Node {
+    /// Asks the relay at the other end of `connection` for a reservation (or renews ours). The
+    /// answer is [`Event::ReservationAccepted`](super::Event::ReservationAccepted) or
+    /// [`Event::ReservationFailed`](super::Event::ReservationFailed); an accepted reservation is
+    /// renewed automatically at three quarters of its lifetime while the connection lives.
+    pub fn reserve(&mut self, now: Instant, connection: ConnectionId) -> Result<(), ReserveError> {
+        self.advance(now);
+        self.established(connection)?;
+        if matches!(
+            self.connections.get(&connection).map(|c| &c.transport),
+            Some(Transport::Relayed(_))
+        ) {
+            return Err(ReserveError::Relayed(connection));
+        }
+        if self.client.in_flight.contains(&connection) {
+            return Err(ReserveError::InFlight(connection));
+        }
+        let request = HopRequest::Reserve.encode();
+        self.with_ctx(connection, |conn, ctx| {
+            conn.open_outbound(
+                HOP_PROTOCOL,
+                Purpose::Relay {
+                    role: RelayRole::Reserve,
+                    request,
+                },
+                ctx,
+            )
+        })
+        .flatten()
+        .ok_or(StreamError::TooManyStreams(connection))?;
+        self.client.in_flight.insert(connection);
+        self.process(connection);
+        Ok(())
+    }
+
+    /// The reservation we hold over `connection`, if any.
+    #[must_use]
+    pub fn reservation(&self, connection: ConnectionId) -> Option<&ClientReservation> {
+        self.client.reservations.get(&connection)
+    }
+
+    /// Dials `target` through the relay at the other end of `relay_connection`. The result is
+    /// a new connection: [`Event::ConnectionEstablished`](super::Event::ConnectionEstablished)
+    /// (with `relay` set) once TLS authenticated `target` end to end and yamux runs, or
+    /// [`Event::ConnectionClosed`](super::Event::ConnectionClosed).
+    pub fn dial_through_relay(
+        &mut self,
+        now: Instant,
+        relay_connection: ConnectionId,
+        target: PeerId,
+    ) -> Result<ConnectionId, DialError> {
+        self.advance(now);
+        if target == self.peer_id {
+            return Err(DialError::SelfDial(target));
+        }
+        let Some(relay_conn) = self.connections.get(&relay_connection) else {
+            return Err(DialError::Tls(format!(
+                "{relay_connection} is not an open connection"
+            )));
+        };
+        let (Some(relay_peer), Some(relay_addr), ConnState::Established) = (
+            relay_conn.peer,
+            relay_conn.transport.remote_address(),
+            relay_conn.state,
+        ) else {
+            return Err(DialError::Tls(format!(
+                "{relay_connection} is not an established direct connection"
+            )));
+        };
+        let id = self.new_relayed(
+            relay_connection,
+            relay_peer,
+            relay_addr,
+            CircuitRole::Dialer,
+            target,
+            Direction::Outbound,
+        );
+        let request = HopRequest::Connect { peer: target }.encode();
+        let opened = self
+            .with_ctx(relay_connection, |conn, ctx| {
+                conn.open_outbound(
+                    HOP_PROTOCOL,
+                    Purpose::Relay {
+                        role: RelayRole::Connect { relayed: id },
+                        request,
+                    },
+                    ctx,
+                )
+            })
+            .flatten();
+        if opened.is_none() {
+            self.connections.remove(&id);
+            return Err(DialError::Tls(format!(
+                "the relay connection {relay_connection} allows no more streams"
+            )));
+        }
+        self.process(relay_connection);
+        Ok(id)
+    }
+
+    fn new_relayed(
+        &mut self,
+        relay_conn: ConnectionId,
+        relay_peer: PeerId,
+        relay_addr: std::net::SocketAddr,
+        role: CircuitRole,
+        remote: PeerId,
+        direction: Direction,
+    ) -> ConnectionId {
+        let id = ConnectionId(self.next_connection);
+        self.next_connection += 1;
+        let transport = RelayedTransport::new(
+            relay_conn,
+            relay_peer,
+            relay_addr,
+            role,
+            remote,
+            self.tls.clone(),
+            self.clock.clone(),
+            self.tls_provider.clone(),
+            crate::yamux::YamuxConfig::default(),
+        );
+        let expected = (role == CircuitRole::Dialer).then_some(remote);
+        self.connections.insert(
+            id,
+            Conn::new(
+                Transport::Relayed(Box::new(transport)),
+                direction,
+                expected,
+                None,
+            ),
+        );
+        id
+    }
+
+    /// The relay answered our RESERVE.
+    pub(crate) fn on_reserve_response(
+        &mut self,
+        stream: StreamHandle,
+        frame: Result<Bytes, FrameError>,
+    ) {
+        let connection = stream.connection;
+        self.client.in_flight.remove(&connection);
+        self.reply_and_close(stream, Bytes::new());
+        let Some(relay) = self.connection_peer(connection) else {
+            return;
+        };
+        let response = frame
+            .map_err(DecodeError::from)
+            .and_then(HopResponse::decode);
+        let outcome = match response {
+            Err(error) => Err(format!("bad answer from the relay: {error}")),
+            Ok(HopResponse { status, .. }) if status != Status::Ok => {
+                Err(format!("refused with {status:?}"))
+            }
+            Ok(HopResponse {
+                reservation: None, ..
+            }) => Err("OK without a reservation".to_owned()),
+            Ok(HopResponse {
+                reservation: Some(info),
+                limit,
+                ..
+            }) => self.check_reservation(relay, info, limit),
+        };
+        let had = self.client.reservations.contains_key(&connection);
+        match outcome {
+            Ok(reservation) => {
+                let event = super::Event::ReservationAccepted {
+                    connection,
+                    relay,
+                    expire_unix_secs: reservation.expire_unix_secs,
+                    circuit_addrs: reservation.circuit_addrs.clone(),
+                    limit: reservation.limit,
+                    renewed: had,
+                };
+                if let Some(old) = self
+                    .client
+                    .reservations
+                    .insert(connection, reservation.clone())
+                {
+                    self.client.renewals.remove(&(old.renew_at, connection));
+                }
+                self.client
+                    .renewals
+                    .insert((reservation.renew_at, connection));
+                self.events.push(event);
+            }
+            Err(reason) => {
+                self.events.push(super::Event::ReservationFailed {
+                    connection,
+                    relay,
+                    reason: reason.clone(),
+                });
+                if let Some(old) = self.client.reservations.remove(&connection) {
+                    self.client.renewals.remove(&(old.renew_at, connection));
+                    self.events.push(super::Event::ReservationLost {
+                        connection,
+                        relay,
+                        reason: format!("renewal failed: {reason}"),
+                    });
+                }
+            }
+        }
+    }
+
+    fn check_reservation(
+        &self,
+        relay: PeerId,
+        info: crate::relay::wire::ReservationInfo,
+        limit: Option<CircuitLimit>,
+    ) -> Result<ClientReservation, String> {
+        let now_unix = self.clock.unix_secs();
+        if info.expire_unix_secs <= now_unix {
+            return Err(format!(
+                "reservation already expired ({} <= now {now_unix})",
+                info.expire_unix_secs
+            ));
+        }
+        if let Some(voucher) = &info.voucher {
+            Voucher::verify_for(voucher, &relay, &self.peer_id, now_unix)
+                .map_err(|e| format!("bad voucher: {e}"))?;
+        }
+        let circuit_addrs: Vec<Multiaddr> = info
+            .addrs
+            .into_iter()
+            .map(|addr| {
+                let addr = if addr.iter().any(|p| matches!(p, Protocol::P2p(_))) {
+                    addr
+                } else {
+                    addr.with(Protocol::P2p(relay))
+                };
+                addr.with(Protocol::P2pCircuit)
+            })
+            .collect();
+        if circuit_addrs.is_empty() {
+            return Err("reservation without addresses".into());
+        }
+        let lifetime = Duration::from_secs(info.expire_unix_secs - now_unix);
+        Ok(ClientReservation {
+            relay,
+            expire_unix_secs: info.expire_unix_secs,
+            circuit_addrs,
+            limit,
+            renew_at: self.now + lifetime * 3 / 4,
+        })
+    }
+
+    /// A client-side relay stream failed before its answer arrived.
+    pub(crate) fn on_relay_client_stream_failed(
+        &mut self,
+        stream: StreamHandle,
+        role: RelayRole,
+        reason: String,
+    ) {
+        match role {
+            RelayRole::Reserve => {
+                let connection = stream.connection;
+                self.client.in_flight.remove(&connection);
+                if let Some(relay) = self.connection_peer(connection) {
+                    self.events.push(super::Event::ReservationFailed {
+                        connection,
+                        relay,
+                        reason: reason.clone(),
+                    });
+                    if let Some(reservation) = self.client.reservations.get(&connection).cloned() {
+                        // Still live: retry the renewal soon rather than lose it.
+                        self.client
+                            .renewals
+                            .remove(&(reservation.renew_at, connection));
+                        let retry = self.now + RENEW_RETRY;
+                        self.client.renewals.insert((retry, connection));
+                        if let Some(r) = self.client.reservations.get_mut(&connection) {
+                            r.renew_at = retry;
+                        }
+                    }
+                }
+            }
+            RelayRole::Connect { relayed } => {
+                self.fail_relayed(relayed, format!("circuit request failed: {reason}"));
+            }
+            RelayRole::StopServe => {}
+            _ => {}
+        }
+        self.abort_and_forget(stream, super::connection::CODE_PROTOCOL_ERROR);
+    }
+
+    /// The relay answered our CONNECT.
+    pub(crate) fn on_connect_response(
+        &mut self,
+        stream: StreamHandle,
+        relayed: ConnectionId,
+        frame: Result<Bytes, FrameError>,
+        rest: BytesMut,
+    ) {
+        let response = frame
+            .map_err(DecodeError::from)
+            .and_then(HopResponse::decode);
+        match response {
+            Ok(HopResponse {
+                status: Status::Ok, ..
+            }) => self.start_circuit(stream, relayed, rest.freeze()),
+            Ok(HopResponse { status, .. }) => {
+                self.reply_and_close(stream, Bytes::new());
+                self.fail_relayed(relayed, format!("relay refused the circuit: {status:?}"));
+            }
+            Err(error) => {
+                self.reply_and_close(stream, Bytes::new());
+                self.fail_relayed(relayed, format!("bad answer from the relay: {error}"));
+            }
+        }
+    }
+
+    /// A relay opened STOP toward us.
+    pub(crate) fn on_stop_request(
+        &mut self,
+        stream: StreamHandle,
+        frame: Result<Bytes, FrameError>,
+        rest: BytesMut,
+    ) {
+        let request = frame
+            .map_err(DecodeError::from)
+            .and_then(StopRequest::decode);
+        let source = match request {
+            Ok(StopRequest::Connect { source, .. }) => source,
+            Err(error) => {
+                self.reply_and_close(
+                    stream,
+                    StopResponse {
+                        status: error.status(),
+                    }
+                    .encode(),
+                );
+                return;
+            }
+        };
+        // Only a relay holding our reservation may connect peers to us (DESIGN §4.3).
+        if !self.client.reservations.contains_key(&stream.connection) {
+            self.reply_and_close(
+                stream,
+                StopResponse {
+                    status: Status::PermissionDenied,
+                }
+                .encode(),
+            );
+            return;
+        }
+        let Some(relay_conn) = self.connections.get(&stream.connection) else {
+            return;
+        };
+        let (Some(relay_peer), Some(relay_addr)) =
+            (relay_conn.peer, relay_conn.transport.remote_address())
+        else {
+            return;
+        };
+        let id = self.new_relayed(
+            stream.connection,
+            relay_peer,
+            relay_addr,
+            CircuitRole::Listener,
+            source,
+            Direction::Inbound,
+        );
+        if let Some(conn) = self.connections.get_mut(&stream.connection) {
+            if let Some(entry) = conn.streams.get_mut(&stream.id) {
+                entry
+                    .pending_write
+                    .extend_from_slice(&StopResponse { status: Status::Ok }.encode());
+            }
+            conn.flush(stream.id);
+        }
+        self.start_circuit(stream, id, rest.freeze());
+    }
+
+    /// The circuit stream is open: hand it to the relayed connection and start the upgrade.
+    fn start_circuit(&mut self, stream: StreamHandle, relayed: ConnectionId, rest: Bytes) {
+        if let Some(entry) = self
+            .connections
+            .get_mut(&stream.connection)
+            .and_then(|c| c.streams.get_mut(&stream.id))
+        {
+            entry.kind = StreamKind::Circuit { relayed };
+        }
+        let started = match self.connections.get_mut(&relayed).map(|c| &mut c.transport) {
+            Some(Transport::Relayed(r)) => r.start(stream.id).and_then(|()| {
+                if rest.is_empty() {
+                    Ok(())
+                } else {
+                    r.handle_circuit_input(&rest)
+                }
+            }),
+            _ => {
+                self.abort_and_forget(stream, super::connection::CODE_PROTOCOL_ERROR);
+                return;
+            }
+        };
+        match started {
+            Ok(()) => self.pump_relayed(relayed),
+            Err(error) => self.fail_relayed(relayed, error.to_string()),
+        }
+    }
+
+    /// Moves bytes between a relayed connection and its circuit stream, and runs the
+    /// relayed connection's protocol events.
+    pub(crate) fn pump_relayed(&mut self, relayed: ConnectionId) {
+        for _ in 0..PUMP_ROUNDS {
+            let Some(Transport::Relayed(r)) = self.connections.get(&relayed).map(|c| &c.transport)
+            else {
+                return;
+            };
+            let (relay_conn, Some(circuit), capacity) =
+                (r.relay_conn, r.circuit, r.input_capacity())
+            else {
+                return;
+            };
+            let mut progress = false;
+            // 1. Circuit bytes in, as far as the upgrade layers take them.
+            if capacity > 0 {
+                let chunk = match self.connections.get_mut(&relay_conn) {
+                    Some(conn) => conn
+                        .transport
+                        .read_chunk(circuit, capacity.min(CIRCUIT_CHUNK)),
+                    None => Chunk::Closed,
+                };
+                let fed = match (chunk, self.relayed_mut(relayed)) {
+                    (_, None) => return,
+                    (Chunk::Data(data), Some(r)) => {
+                        progress = true;
+                        r.handle_circuit_input(&data)
+                    }
+                    (Chunk::Blocked, _) => Ok(()),
+                    (Chunk::Finished, Some(r)) => {
+                        progress = true;
+                        r.handle_circuit_end()
+                    }
+                    (Chunk::Reset(code), _) => Err(super::relayed::CircuitFailure::CircuitEnded(
+                        format!("circuit stream reset (code {code})"),
+                    )),
+                    (Chunk::Closed, _) => Err(super::relayed::CircuitFailure::CircuitEnded(
+                        "relay connection gone".into(),
+                    )),
+                };
+                if let Err(error) = fed {
+                    self.fail_relayed(relayed, error.to_string());
+                    return;
+                }
+            }
+            // 2. Through the layers.
+            match self.relayed_mut(relayed).map(|r| r.pump()) {
+                Some(Ok(moved)) => progress |= moved,
+                Some(Err(error)) => {
+                    self.fail_relayed(relayed, error.to_string());
+                    return;
+                }
+                None => return,
+            }
+            // 3. Out to the circuit stream.
+            let mut out = match self.relayed_mut(relayed) {
+                Some(r) => r.take_circuit_output(),
+                None => return,
+            };
+            if !out.is_empty() {
+                let written = match self.connections.get_mut(&relay_conn) {
+                    Some(conn) => conn.transport.write_bytes(circuit, &mut out),
+                    None => Written::Closed,
+                };
+                match written {
+                    Written::Bytes(n) => progress |= n > 0,
+                    Written::Stopped(_) | Written::Closed => {
+                        self.fail_relayed(relayed, "circuit stream closed by the relay".into());
+                        return;
+                    }
+                }
+                if let Some(r) = self.relayed_mut(relayed) {
+                    r.untake_circuit_output(out);
+                }
+                self.dirty.insert(relay_conn);
+            }
+            // 4. Protocol events of the relayed connection.
+            self.with_ctx(relayed, |conn, ctx| conn.drive(ctx));
+            if !progress {
+                break;
+            }
+        }
+    }
+
+    fn relayed_mut(&mut self, relayed: ConnectionId) -> Option<&mut RelayedTransport> {
+        match self.connections.get_mut(&relayed).map(|c| &mut c.transport) {
+            Some(Transport::Relayed(r)) => Some(r),
+            _ => None,
+        }
+    }
+
+    /// Ends a relayed connection: reports it, resets its circuit stream, forgets it.
+    pub(crate) fn fail_relayed(&mut self, relayed: ConnectionId, reason: String) {
+        self.with_ctx(relayed, |conn, ctx| {
+            conn.report_closed(ConnectionFailure::Relayed(reason), ctx);
+        });
+        self.forget_relayed(relayed, false);
+    }
+
+    /// Removes a relayed connection that is closed, and its circuit stream: finished after
+    /// the last bytes (yamux go-away, TLS close_notify) when `graceful`, reset otherwise.
+    pub(crate) fn forget_relayed(&mut self, relayed: ConnectionId, graceful: bool) {
+        let Some(conn) = self.connections.remove(&relayed) else {
+            return;
+        };
+        self.dirty.remove(&relayed);
+        self.relayed_dirty.remove(&relayed);
+        let Transport::Relayed(mut r) = conn.transport else {
+            return;
+        };
+        let Some(circuit) = r.circuit else { return };
+        let stream = StreamHandle {
+            connection: r.relay_conn,
+            id: circuit,
+        };
+        if !graceful {
+            self.abort_and_forget(stream, super::connection::CODE_CANCELLED);
+            return;
+        }
+        let last = r.take_circuit_output();
+        self.reply_and_close(stream, last);
+    }
+
+    /// Renewals due by `now`.
+    pub(crate) fn client_timeouts(&mut self, now: Instant) {
+        while let Some(&(at, connection)) = self.client.renewals.first() {
+            if at > now {
+                break;
+            }
+            self.client.renewals.remove(&(at, connection));
+            if self.reserve(now, connection).is_err()
+                && let Some(reservation) = self.client.reservations.get(&connection).cloned()
+            {
+                // Could not even send the renewal; keep trying while the reservation lives.
+                let retry = now + RENEW_RETRY;
+                self.client.renewals.insert((retry, connection));
+                if let Some(r) = self.client.reservations.get_mut(&connection) {
+                    r.renew_at = retry;
+                }
+                let _ = reservation;
+            }
+        }
+    }
+
+    /// A connection closed: reservations over it are lost, relayed connections over it end.
+    pub(crate) fn client_connection_closed(
+        &mut self,
+        connection: ConnectionId,
+        peer: Option<PeerId>,
+    ) {
+        self.client.in_flight.remove(&connection);
+        if let Some(reservation) = self.client.reservations.remove(&connection) {
+            self.client
+                .renewals
+                .remove(&(reservation.renew_at, connection));
+            self.events.push(super::Event::ReservationLost {
+                connection,
+                relay: peer.unwrap_or(reservation.relay),
+                reason: "relay connection closed".into(),
+            });
+        }
+        let over: Vec<ConnectionId> = self
+            .connections
+            .iter()
+            .filter(|(_, c)| matches!(&c.transport, Transport::Relayed(r) if r.relay_conn == connection))
+            .map(|(id, _)| *id)
+            .collect();
+        for relayed in over {
+            self.fail_relayed(relayed, "relay connection closed".into());
+        }
+        if matches!(
+            self.connections.get(&connection).map(|c| &c.transport),
+            Some(Transport::Relayed(_))
+        ) {
+            self.forget_relayed(connection, true);
+        }
+    }
+}

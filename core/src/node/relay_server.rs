@@ -1,0 +1,559 @@
+//! The relay server role of a node (DESIGN §4.3, §5.1): RESERVE and CONNECT on HOP streams,
+//! STOP toward the target, and the bridge between the two streams.
+//!
+//! Admission decisions come from the pure tables of [`crate::relay`]; this module applies them
+//! to streams and connections.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::time::Instant;
+
+use bytes::{Bytes, BytesMut};
+
+use super::Node;
+use super::bridge::{Bridge, BridgeEnd, CODE_CIRCUIT_LIMIT, CODE_CIRCUIT_PEER_GONE, End, Turn};
+use super::ids::{ConnectionId, StreamHandle};
+use super::stream::{Purpose, RelayRole, StreamKind};
+use super::transport::Transport;
+use crate::framing::FrameError;
+use crate::identity::PeerId;
+use crate::relay::STOP_PROTOCOL;
+use crate::relay::circuits::{CircuitId, CircuitTable};
+use crate::relay::limits::RelayLimits;
+use crate::relay::reservations::ReservationTable;
+use crate::relay::voucher::Voucher;
+use crate::relay::wire::{
+    DecodeError, HopRequest, HopResponse, ReservationInfo, Status, StopRequest, StopResponse,
+};
+
+/// Counters of the relay role, for metrics and tests.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RelayStats {
+    /// Reservations held now.
+    pub reservations: usize,
+    /// Circuits admitted and not yet closed (waiting for the target, or bridged).
+    pub circuits: usize,
+    /// Circuits bridged now.
+    pub bridges: usize,
+    /// RESERVE requests admitted (new and renewals).
+    pub reservations_accepted: u64,
+    /// Circuits that were bridged.
+    pub circuits_opened: u64,
+    /// Bytes forwarded, both directions, over all circuits.
+    pub bytes_relayed: u64,
+    /// Refusals by reason (both tables, plus the node's own: malformed, unexpected, relayed
+    /// connection, target failure).
+    pub refusals: BTreeMap<&'static str, u64>,
+    /// Bytes parked in bridges now (at most one chunk per direction per circuit).
+    pub bridge_buffered: usize,
+}
+
+/// A CONNECT waiting for the target's STOP answer.
+#[derive(Debug)]
+pub(crate) struct PendingCircuit {
+    source: StreamHandle,
+    target: StreamHandle,
+    /// Bytes the source sent after its CONNECT: the start of the relayed stream.
+    source_rest: Bytes,
+}
+
+/// The relay's state.
+#[derive(Debug)]
+pub(crate) struct RelayServer {
+    pub(crate) limits: RelayLimits,
+    pub(crate) reservations: ReservationTable,
+    pub(crate) circuits: CircuitTable,
+    /// The connection holding each reservation: STOP goes there.
+    holders: BTreeMap<PeerId, ConnectionId>,
+    pending: BTreeMap<CircuitId, PendingCircuit>,
+    bridges: BTreeMap<CircuitId, Bridge>,
+    stats: RelayStats,
+}
+
+impl RelayServer {
+    pub(crate) fn new(limits: RelayLimits) -> Self {
+        Self {
+            reservations: ReservationTable::new(limits.clone()),
+            circuits: CircuitTable::new(limits.clone()),
+            limits,
+            holders: BTreeMap::new(),
+            pending: BTreeMap::new(),
+            bridges: BTreeMap::new(),
+            stats: RelayStats::default(),
+        }
+    }
+
+    fn refuse(&mut self, reason: &'static str) {
+        *self.stats.refusals.entry(reason).or_default() += 1;
+    }
+
+    /// The earliest deadline of the relay's tables.
+    pub(crate) fn next_deadline(&self) -> Option<Instant> {
+        [
+            self.reservations.next_deadline(),
+            self.circuits.next_deadline(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    pub(crate) fn stats(&self) -> RelayStats {
+        let mut stats = self.stats.clone();
+        stats.reservations = self.reservations.len();
+        stats.circuits = self.circuits.len();
+        stats.bridges = self.bridges.len();
+        stats.bridge_buffered = self.bridges.values().map(Bridge::buffered).sum();
+        for (reason, count) in self
+            .reservations
+            .rejections()
+            .iter()
+            .chain(self.circuits.rejections().iter())
+        {
+            *stats.refusals.entry(reason.label()).or_default() += count;
+        }
+        stats
+    }
+}
+
+impl Node {
+    /// Counters of the relay role, if this node is a relay.
+    #[must_use]
+    pub fn relay_stats(&self) -> Option<RelayStats> {
+        self.relay.as_ref().map(RelayServer::stats)
+    }
+
+    /// Answers on `stream` with one message, then finishes it and ignores what follows.
+    pub(crate) fn reply_and_close(&mut self, stream: StreamHandle, message: Bytes) {
+        if let Some(conn) = self.connections.get_mut(&stream.connection) {
+            if let Some(entry) = conn.streams.get_mut(&stream.id) {
+                entry.kind = StreamKind::Closing;
+                entry.pending_write.extend_from_slice(&message);
+                entry.finish_when_flushed = true;
+            }
+            conn.flush(stream.id);
+            self.dirty.insert(stream.connection);
+        }
+    }
+
+    /// Writes `message` on `stream` without finishing it (the stream goes on as a circuit).
+    fn reply_and_keep(&mut self, stream: StreamHandle, message: Bytes, kind: StreamKind) {
+        if let Some(conn) = self.connections.get_mut(&stream.connection) {
+            if let Some(entry) = conn.streams.get_mut(&stream.id) {
+                entry.kind = kind;
+                entry.pending_write.extend_from_slice(&message);
+            }
+            conn.flush(stream.id);
+            self.dirty.insert(stream.connection);
+        }
+    }
+
+    /// Resets a stream and forgets it.
+    pub(crate) fn abort_and_forget(&mut self, stream: StreamHandle, code: u32) {
+        if let Some(conn) = self.connections.get_mut(&stream.connection) {
+            conn.streams.remove(&stream.id);
+            conn.abort_stream(stream.id, code);
+            self.dirty.insert(stream.connection);
+        }
+    }
+
+    /// A HOP request arrived at the relay.
+    pub(crate) fn on_hop_request(
+        &mut self,
+        stream: StreamHandle,
+        frame: Result<Bytes, FrameError>,
+        rest: BytesMut,
+    ) {
+        let Some(server) = self.relay.as_mut() else {
+            // HOP is only offered on relays; a relayed connection of a non-relay also lands here.
+            self.reply_and_close(
+                stream,
+                HopResponse::from_status(Status::PermissionDenied).encode(),
+            );
+            return;
+        };
+        let request = frame
+            .map_err(DecodeError::from)
+            .and_then(HopRequest::decode);
+        let request = match request {
+            Ok(request) => request,
+            Err(error) => {
+                server.refuse(match error.status() {
+                    Status::UnexpectedMessage => "unexpected_message",
+                    _ => "malformed_message",
+                });
+                self.reply_and_close(stream, HopResponse::from_status(error.status()).encode());
+                return;
+            }
+        };
+        let Some(conn) = self.connections.get(&stream.connection) else {
+            return;
+        };
+        let (Some(peer), Transport::Quic(quic)) = (conn.peer, &conn.transport) else {
+            // DESIGN §4.3: RESERVE and CONNECT are valid only over a direct connection.
+            server.refuse("relayed_connection");
+            self.reply_and_close(
+                stream,
+                HopResponse::from_status(Status::PermissionDenied).encode(),
+            );
+            return;
+        };
+        let ip = quic.conn.remote_address().ip();
+        match request {
+            HopRequest::Reserve => self.relay_reserve(stream, peer, ip),
+            HopRequest::Connect { peer: target } => {
+                self.relay_connect(stream, peer, ip, target, rest.freeze())
+            }
+        }
+    }
+
+    fn relay_reserve(&mut self, stream: StreamHandle, peer: PeerId, ip: IpAddr) {
+        let now = self.now;
+        let relay_id = self.peer_id;
+        let Some(server) = self.relay.as_mut() else {
+            return;
+        };
+        let admission = match server.reservations.admit(now, peer, ip) {
+            Ok(admission) => admission,
+            Err(refusal) => {
+                self.reply_and_close(stream, HopResponse::from_status(refusal.status).encode());
+                return;
+            }
+        };
+        server.stats.reservations_accepted += 1;
+        server.holders.insert(peer, stream.connection);
+        let limit = server.limits.circuit_limit();
+        let expire = self.anchor.unix_at(admission.expires_at()).as_secs();
+        let voucher = Voucher {
+            relay: relay_id,
+            peer,
+            expiration_unix_secs: expire,
+        }
+        .sign(&self.keypair)
+        .ok();
+        let addrs = self
+            .local
+            .config
+            .listen_addrs
+            .iter()
+            .map(|a| a.clone().with(multiaddr::Protocol::P2p(relay_id)))
+            .collect();
+        let info = ReservationInfo {
+            expire_unix_secs: expire,
+            addrs,
+            voucher,
+        };
+        self.reply_and_close(
+            stream,
+            HopResponse::reservation_accepted(info, Some(limit)).encode(),
+        );
+    }
+
+    fn relay_connect(
+        &mut self,
+        stream: StreamHandle,
+        source: PeerId,
+        ip: IpAddr,
+        target: PeerId,
+        rest: Bytes,
+    ) {
+        let now = self.now;
+        let Some(server) = self.relay.as_mut() else {
+            return;
+        };
+        let circuit = match server
+            .circuits
+            .admit(now, source, ip, target, &server.reservations)
+        {
+            Ok(circuit) => circuit,
+            Err(refusal) => {
+                self.reply_and_close(stream, HopResponse::from_status(refusal.status).encode());
+                return;
+            }
+        };
+        let limit = server.limits.circuit_limit();
+        let holder = server.holders.get(&target).copied();
+        let request = StopRequest::Connect {
+            source,
+            limit: Some(limit),
+        }
+        .encode();
+        let opened = holder.and_then(|holder| {
+            self.with_ctx(holder, |conn, ctx| {
+                conn.open_outbound(
+                    STOP_PROTOCOL,
+                    Purpose::Relay {
+                        role: RelayRole::Stop { circuit },
+                        request,
+                    },
+                    ctx,
+                )
+            })
+            .flatten()
+            .map(|id| StreamHandle {
+                connection: holder,
+                id,
+            })
+        });
+        let Some(server) = self.relay.as_mut() else {
+            return;
+        };
+        let Some(target_stream) = opened else {
+            let _ = server.circuits.close(circuit);
+            server.refuse("target_unreachable");
+            self.reply_and_close(
+                stream,
+                HopResponse::from_status(Status::ConnectionFailed).encode(),
+            );
+            return;
+        };
+        server.pending.insert(
+            circuit,
+            PendingCircuit {
+                source: stream,
+                target: target_stream,
+                source_rest: rest,
+            },
+        );
+        if let Some(entry) = self
+            .connections
+            .get_mut(&stream.connection)
+            .and_then(|c| c.streams.get_mut(&stream.id))
+        {
+            entry.kind = StreamKind::Parked {
+                role: RelayRole::AwaitingTarget { circuit },
+            };
+        }
+        if let Some(holder) = holder {
+            self.process(holder);
+        }
+    }
+
+    /// The target answered our STOP CONNECT.
+    pub(crate) fn on_stop_response(
+        &mut self,
+        circuit: CircuitId,
+        target: StreamHandle,
+        frame: Result<Bytes, FrameError>,
+        rest: BytesMut,
+    ) {
+        let Some(server) = self.relay.as_mut() else {
+            return;
+        };
+        let Some(pending) = server.pending.remove(&circuit) else {
+            self.abort_and_forget(target, CODE_CIRCUIT_PEER_GONE);
+            return;
+        };
+        let response = frame
+            .map_err(DecodeError::from)
+            .and_then(StopResponse::decode);
+        if !matches!(response, Ok(StopResponse { status: Status::Ok })) {
+            let _ = server.circuits.close(circuit);
+            server.refuse("target_refused");
+            self.reply_and_close(
+                pending.source,
+                HopResponse::from_status(Status::ConnectionFailed).encode(),
+            );
+            self.reply_and_close(target, Bytes::new());
+            return;
+        }
+        let limit = server.limits.circuit_limit();
+        let mut bridge = Bridge::new(pending.source, target, limit.data_bytes);
+        let preload = bridge
+            .preload(End::Source, pending.source_rest)
+            .and_then(|()| bridge.preload(End::Target, rest.freeze()));
+        server.bridges.insert(circuit, bridge);
+        server.stats.circuits_opened += 1;
+        self.reply_and_keep(
+            pending.source,
+            HopResponse::circuit_established(Some(limit)).encode(),
+            StreamKind::Bridged { circuit },
+        );
+        if let Some(entry) = self
+            .connections
+            .get_mut(&target.connection)
+            .and_then(|c| c.streams.get_mut(&target.id))
+        {
+            entry.kind = StreamKind::Bridged { circuit };
+        }
+        match preload {
+            Ok(()) => self.run_bridge(circuit),
+            Err(end) => self.end_circuit(circuit, end),
+        }
+    }
+
+    /// A relay-protocol stream of the relay failed before its message arrived.
+    pub(crate) fn on_relay_server_stream_failed(&mut self, stream: StreamHandle, role: RelayRole) {
+        let Some(server) = self.relay.as_mut() else {
+            return;
+        };
+        match role {
+            RelayRole::Stop { circuit } => {
+                if let Some(pending) = server.pending.remove(&circuit) {
+                    let _ = server.circuits.close(circuit);
+                    server.refuse("target_unreachable");
+                    self.reply_and_close(
+                        pending.source,
+                        HopResponse::from_status(Status::ConnectionFailed).encode(),
+                    );
+                }
+                self.abort_and_forget(stream, CODE_CIRCUIT_PEER_GONE);
+            }
+            RelayRole::AwaitingTarget { circuit } => {
+                if let Some(pending) = server.pending.remove(&circuit) {
+                    let _ = server.circuits.close(circuit);
+                    self.abort_and_forget(pending.target, CODE_CIRCUIT_PEER_GONE);
+                }
+                self.abort_and_forget(stream, CODE_CIRCUIT_PEER_GONE);
+            }
+            _ => self.abort_and_forget(stream, CODE_CIRCUIT_PEER_GONE),
+        }
+    }
+
+    /// Forwards what can be forwarded on a bridged circuit, both directions.
+    pub(crate) fn run_bridge(&mut self, circuit: CircuitId) {
+        for from in [End::Source, End::Target] {
+            let Some(server) = self.relay.as_mut() else {
+                return;
+            };
+            let Some(bridge) = server.bridges.get_mut(&circuit) else {
+                return;
+            };
+            let src = bridge.ends[from as usize];
+            let dst = bridge.ends[from.other() as usize];
+            // The STATUS to the source must leave before any relayed byte does.
+            let dst_ready = self
+                .connections
+                .get_mut(&dst.connection)
+                .map(|c| {
+                    c.flush(dst.id);
+                    c.streams
+                        .get(&dst.id)
+                        .is_some_and(|e| e.pending_write.is_empty())
+                })
+                .unwrap_or(false);
+            if !dst_ready {
+                if self.connections.contains_key(&dst.connection) {
+                    continue;
+                }
+                self.end_circuit(circuit, BridgeEnd::Reset);
+                return;
+            }
+            let Some(mut src_conn) = self.connections.remove(&src.connection) else {
+                self.end_circuit(circuit, BridgeEnd::Reset);
+                return;
+            };
+            let turn = match self.connections.get_mut(&dst.connection) {
+                Some(dst_conn) => {
+                    let before = bridge.forwarded[from as usize];
+                    let turn =
+                        bridge.forward(from, &mut src_conn.transport, &mut dst_conn.transport);
+                    server.stats.bytes_relayed += bridge.forwarded[from as usize] - before;
+                    turn
+                }
+                None => Turn::Done(BridgeEnd::Reset),
+            };
+            self.connections.insert(src.connection, src_conn);
+            self.dirty.insert(src.connection);
+            self.dirty.insert(dst.connection);
+            if let Turn::Done(end) = turn {
+                self.end_circuit(circuit, end);
+                return;
+            }
+        }
+    }
+
+    /// Ends a circuit: removes it from the tables and, unless both directions finished
+    /// cleanly, resets both streams.
+    pub(crate) fn end_circuit(&mut self, circuit: CircuitId, end: BridgeEnd) {
+        let Some(server) = self.relay.as_mut() else {
+            return;
+        };
+        let _ = server.circuits.close(circuit);
+        let Some(bridge) = server.bridges.remove(&circuit) else {
+            return;
+        };
+        let code = match end {
+            BridgeEnd::Finished => None,
+            BridgeEnd::DataLimit => Some(CODE_CIRCUIT_LIMIT),
+            BridgeEnd::Reset => Some(CODE_CIRCUIT_PEER_GONE),
+        };
+        for stream in bridge.ends {
+            match code {
+                Some(code) => self.abort_and_forget(stream, code),
+                None => {
+                    if let Some(conn) = self.connections.get_mut(&stream.connection) {
+                        conn.streams.remove(&stream.id);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Reservation and circuit deadlines.
+    pub(crate) fn relay_timeouts(&mut self, now: Instant) {
+        let Some(server) = self.relay.as_mut() else {
+            return;
+        };
+        for peer in server.reservations.expire(now) {
+            server.holders.remove(&peer);
+        }
+        let expired = server.circuits.expired(now);
+        for circuit in expired {
+            let Some(server) = self.relay.as_mut() else {
+                return;
+            };
+            if let Some(pending) = server.pending.remove(&circuit) {
+                self.abort_and_forget(pending.source, CODE_CIRCUIT_LIMIT);
+                self.abort_and_forget(pending.target, CODE_CIRCUIT_LIMIT);
+            } else {
+                self.end_circuit(circuit, BridgeEnd::DataLimit);
+            }
+        }
+    }
+
+    /// A connection closed: its reservation goes, and every circuit with an end on it.
+    pub(crate) fn relay_connection_closed(
+        &mut self,
+        connection: ConnectionId,
+        peer: Option<PeerId>,
+    ) {
+        let Some(server) = self.relay.as_mut() else {
+            return;
+        };
+        if let Some(peer) = peer
+            && server.holders.get(&peer) == Some(&connection)
+        {
+            server.holders.remove(&peer);
+            let _ = server.reservations.remove(&peer);
+        }
+        let pending: Vec<CircuitId> = server
+            .pending
+            .iter()
+            .filter(|(_, p)| p.source.connection == connection || p.target.connection == connection)
+            .map(|(id, _)| *id)
+            .collect();
+        for circuit in pending {
+            let Some(server) = self.relay.as_mut() else {
+                return;
+            };
+            if let Some(p) = server.pending.remove(&circuit) {
+                let _ = server.circuits.close(circuit);
+                self.abort_and_forget(p.source, CODE_CIRCUIT_PEER_GONE);
+                self.abort_and_forget(p.target, CODE_CIRCUIT_PEER_GONE);
+            }
+        }
+        let Some(server) = self.relay.as_mut() else {
+            return;
+        };
+        let bridged: Vec<CircuitId> = server
+            .bridges
+            .iter()
+            .filter(|(_, b)| b.ends.iter().any(|e| e.connection == connection))
+            .map(|(id, _)| *id)
+            .collect();
+        for circuit in bridged {
+            self.end_circuit(circuit, BridgeEnd::Reset);
+        }
+    }
+}
