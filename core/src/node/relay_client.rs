@@ -191,9 +191,11 @@ impl Node {
             relay_addr,
             role,
             remote,
-            self.tls.clone(),
-            self.clock.clone(),
-            self.tls_provider.clone(),
+            super::relayed::CircuitTls {
+                identity: self.tls.clone(),
+                clock: self.clock.clone(),
+                provider: self.tls_provider.clone(),
+            },
             crate::yamux::YamuxConfig::default(),
         );
         let expected = (role == CircuitRole::Dialer).then_some(remote);

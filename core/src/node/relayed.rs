@@ -34,6 +34,14 @@ const MAX_TO_CIRCUIT: usize = 64 * 1024;
 /// Most yamux output waiting for TLS before yamux output is left inside yamux.
 const MAX_PLAINTEXT_OUT: usize = 64 * 1024;
 
+/// What a circuit's TLS upgrade needs: our certificate, the clock, the crypto provider.
+#[derive(Clone)]
+pub(crate) struct CircuitTls {
+    pub(crate) identity: TlsIdentity,
+    pub(crate) clock: WallClock,
+    pub(crate) provider: std::sync::Arc<rustls::crypto::CryptoProvider>,
+}
+
 /// Who dialed the circuit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum CircuitRole {
@@ -98,9 +106,7 @@ pub(crate) struct RelayedTransport {
     /// The remote peer: expected (dialer) or announced by the relay (listener).
     pub(crate) remote: PeerId,
     stage: Stage,
-    identity: TlsIdentity,
-    clock: WallClock,
-    provider: std::sync::Arc<rustls::crypto::CryptoProvider>,
+    tls: CircuitTls,
     yamux_config: YamuxConfig,
     /// Bytes for the circuit stream (negotiation lines, then TLS records), in order.
     pub(crate) to_circuit: BytesMut,
@@ -117,9 +123,7 @@ impl RelayedTransport {
         relay_addr: std::net::SocketAddr,
         role: CircuitRole,
         remote: PeerId,
-        identity: TlsIdentity,
-        clock: WallClock,
-        provider: std::sync::Arc<rustls::crypto::CryptoProvider>,
+        tls: CircuitTls,
         yamux_config: YamuxConfig,
     ) -> Self {
         Self {
@@ -130,9 +134,7 @@ impl RelayedTransport {
             role,
             remote,
             stage: Stage::AwaitingRelay,
-            identity,
-            clock,
-            provider,
+            tls,
             yamux_config,
             to_circuit: BytesMut::new(),
             plaintext_out: BytesMut::new(),
@@ -246,15 +248,15 @@ impl RelayedTransport {
     fn start_tls(&mut self) -> Result<(), CircuitFailure> {
         let tls = match self.role {
             CircuitRole::Dialer => SecureStream::client_with_provider(
-                &self.identity,
-                self.clock.clone(),
+                &self.tls.identity,
+                self.tls.clock.clone(),
                 self.remote,
-                self.provider.clone(),
+                self.tls.provider.clone(),
             ),
             CircuitRole::Listener => SecureStream::server_with_provider(
-                &self.identity,
-                self.clock.clone(),
-                self.provider.clone(),
+                &self.tls.identity,
+                self.tls.clock.clone(),
+                self.tls.provider.clone(),
             ),
         }
         .map_err(|e| CircuitFailure::Tls(SecureStreamError::Buffering(e.to_string())))?;
