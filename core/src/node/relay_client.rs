@@ -522,14 +522,20 @@ impl Node {
                     return;
                 }
             }
-            // 2. Through the layers.
-            match self.relayed_mut(relayed).map(|r| r.pump()) {
-                Some(Ok(moved)) => progress |= moved,
-                Some(Err(error)) => {
-                    self.fail_relayed(relayed, error.to_string());
-                    return;
+            // 2. Through the layers, then the relayed connection's protocol events (which may
+            //    write), then through the layers again so those writes leave in this round.
+            for pass in 0..2 {
+                match self.relayed_mut(relayed).map(|r| r.pump()) {
+                    Some(Ok(moved)) => progress |= moved,
+                    Some(Err(error)) => {
+                        self.fail_relayed(relayed, error.to_string());
+                        return;
+                    }
+                    None => return,
                 }
-                None => return,
+                if pass == 0 {
+                    self.with_ctx(relayed, |conn, ctx| conn.drive(ctx));
+                }
             }
             // 3. Out to the circuit stream.
             let mut out = match self.relayed_mut(relayed) {
@@ -553,8 +559,6 @@ impl Node {
                 }
                 self.dirty.insert(relay_conn);
             }
-            // 4. Protocol events of the relayed connection.
-            self.with_ctx(relayed, |conn, ctx| conn.drive(ctx));
             if !progress {
                 break;
             }
