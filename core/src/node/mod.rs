@@ -837,8 +837,12 @@ impl Node {
             }
         }
         if drained {
+            // A connection drained without a reported loss (should not happen) is reported now.
+            self.with_ctx(id, |conn, ctx| {
+                conn.report_closed(ConnectionFailure::ClosedLocally, ctx)
+            });
             if let Some(mut conn) = self.connections.remove(&id) {
-                self.with_removed(id, &mut conn);
+                self.forget_connection(id, &mut conn);
             }
             self.run_actions();
             return;
@@ -921,20 +925,8 @@ impl Node {
         }
     }
 
-    fn with_removed(&mut self, id: ConnectionId, conn: &mut Conn) {
-        if conn.state != ConnState::Closed {
-            let mut ctx = Ctx {
-                now: self.now,
-                unix_secs: self.clock.unix_secs(),
-                id,
-                events: &mut self.events,
-                local: &self.local,
-                ping_rng: &mut self.ping_rng,
-                deadlines: &mut self.deadlines,
-                actions: &mut self.actions,
-            };
-            conn.report_closed(ConnectionFailure::ClosedLocally, &mut ctx);
-        }
+    /// Drops the node's bookkeeping of a removed connection.
+    fn forget_connection(&mut self, id: ConnectionId, conn: &mut Conn) {
         if let Transport::Quic(q) = &conn.transport {
             self.by_handle.remove(&q.handle);
         }
