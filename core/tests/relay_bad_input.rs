@@ -1,10 +1,10 @@
 //! Bad input to a Circuit Relay v2 relay and client (DESIGN §4.3, §5.1) gets its exact status
 //! or a reset, never a panic: oversized and malformed HOP messages, a STATUS sent as a request,
 //! CONNECT to a peer without a reservation, RESERVE over a relayed connection, STOP from a peer
-//! that is not our relay, a silent HOP stream, and random bytes on HOP and STOP streams. After
-//! each, the relay still serves well-behaved peers (a reservation and a circuit work). Bytes
-//! that follow the final STATUS on either end of a circuit reach the other end.
-
+//! that is not our relay, a silent HOP stream, a target that never answers STOP, and random
+//! bytes on HOP and STOP streams (relay and client side). After each, the relay still serves
+//! well-behaved peers (a reservation and a circuit work). Bytes that follow the final STATUS on
+//! either end of a circuit reach the other end.
 mod common;
 
 use std::time::Duration;
@@ -65,7 +65,9 @@ fn after_negotiation<'a>(bytes: &'a [u8], protocol: &str) -> Option<&'a [u8]> {
 fn first_frame(bytes: &[u8]) -> Option<(Bytes, Vec<u8>)> {
     let mut decoder = FrameDecoder::new(MAX_MESSAGE_SIZE);
     decoder.extend(bytes);
-    let frame = decoder.decode().expect("the relay sends well-framed answers")?;
+    let frame = decoder
+        .decode()
+        .expect("the relay sends well-framed answers")?;
     Some((frame, decoder.into_remaining().to_vec()))
 }
 
@@ -255,7 +257,11 @@ fn oversized_hop_message_is_answered_malformed_message() {
     );
     let stats = fx.world.node(fx.r).relay_stats().expect("relay");
     assert_eq!(stats.refusals.get("malformed_message"), Some(&1));
-    assert_eq!(fx.world.node(fx.r).stats().streams, streams, "no entry leaks");
+    assert_eq!(
+        fx.world.node(fx.r).stats().streams,
+        streams,
+        "no entry leaks"
+    );
     relay_still_serves(&mut fx, &mut [&mut x]);
 }
 
@@ -270,7 +276,11 @@ fn malformed_hop_protobuf_is_answered_malformed_message() {
         ("missing type", hop_message(None, None, None)),
         (
             "CONNECT without peer",
-            hop_message(Some(dep2p_core::relay::wire::proto::HOP_CONNECT), None, None),
+            hop_message(
+                Some(dep2p_core::relay::wire::proto::HOP_CONNECT),
+                None,
+                None,
+            ),
         ),
         (
             "CONNECT with an invalid peer id",
@@ -330,16 +340,14 @@ fn connect_to_a_peer_without_reservation_is_answered_no_reservation() {
         ("unknown peer", raw_peer_id(99)),
     ] {
         let request = HopRequest::Connect { peer: target }.encode();
-        assert_hop_status(
-            &mut fx.world,
-            &mut x,
-            what,
-            &request,
-            Status::NoReservation,
-        );
+        assert_hop_status(&mut fx.world, &mut x, what, &request, Status::NoReservation);
     }
     let stats = fx.world.node(fx.r).relay_stats().expect("relay");
-    assert_eq!((stats.circuits, stats.bridges), (0, 0), "no circuit was admitted");
+    assert_eq!(
+        (stats.circuits, stats.bridges),
+        (0, 0),
+        "no circuit was admitted"
+    );
     relay_still_serves(&mut fx, &mut [&mut x]);
 }
 
@@ -360,9 +368,10 @@ fn reserve_and_connect_over_a_relayed_connection_are_answered_permission_denied(
     fx.world
         .command(r2, |n, now| n.reserve(now, r2_r1))
         .expect("reserve starts");
-    assert!(fx.world.run_until(SETTLE, |w| w
-        .events(r2)
-        .any(|e| matches!(e, Event::ReservationAccepted { .. }))));
+    assert!(fx.world.run_until(SETTLE, |w| {
+        w.events(r2)
+            .any(|e| matches!(e, Event::ReservationAccepted { .. }))
+    }));
     let r2_id = fx.world.peer_id(r2);
     let relayed = fx
         .world
@@ -387,12 +396,12 @@ fn reserve_and_connect_over_a_relayed_connection_are_answered_permission_denied(
             .world
             .command(c, |n, now| n.open_stream(now, relayed, HOP_PROTOCOL))
             .expect("stream opens");
-        assert!(fx.world.run_until(SETTLE, |w| w.events(c).any(
-            |e| matches!(e, Event::StreamReady { stream: s, .. } if *s == stream)
-        )));
-        let written = fx
-            .world
-            .command(c, |n, now| n.write(now, stream, &request));
+        assert!(
+            fx.world.run_until(SETTLE, |w| w
+                .events(c)
+                .any(|e| matches!(e, Event::StreamReady { stream: s, .. } if *s == stream)))
+        );
+        let written = fx.world.command(c, |n, now| n.write(now, stream, &request));
         assert_eq!(written, Ok(request.len()));
         fx.world.run_for(EXCHANGE);
         let mut data = Vec::new();
@@ -417,7 +426,10 @@ fn reserve_and_connect_over_a_relayed_connection_are_answered_permission_denied(
         });
         let response = HopResponse::decode(frame).expect("answer decodes");
         assert_eq!(response.status, Status::PermissionDenied, "{what}");
-        assert!(rest.is_empty() && finished, "{what}: the STATUS ends the stream");
+        assert!(
+            rest.is_empty() && finished,
+            "{what}: the STATUS ends the stream"
+        );
     }
     let stats = fx.world.node(r2).relay_stats().expect("R2 is a relay");
     assert_eq!(stats.reservations, 0, "R2 granted nothing over the circuit");
@@ -512,8 +524,16 @@ fn silent_hop_stream_is_reset_after_the_request_timeout() {
     );
     x.run_for(&mut fx.world, REQUEST_TIMEOUT);
     let (_, end) = x.received(id);
-    assert_eq!(end, Some(Some(CODE_TIMED_OUT)), "reset with the timed-out code");
-    assert_eq!(fx.world.node(fx.r).stats().streams, streams, "no entry leaks");
+    assert_eq!(
+        end,
+        Some(Some(CODE_TIMED_OUT)),
+        "reset with the timed-out code"
+    );
+    assert_eq!(
+        fx.world.node(fx.r).stats().streams,
+        streams,
+        "no entry leaks"
+    );
     relay_still_serves(&mut fx, &mut [&mut x]);
 }
 
@@ -528,10 +548,13 @@ fn find_inbound(
     while let Some(id) = peer.accept_bi() {
         seen.push(id);
     }
-    seen.iter().copied().filter(|id| !skip.contains(id)).find(|&id| {
-        let (data, _) = peer.received(id);
-        data.starts_with(&negotiate(protocol))
-    })
+    seen.iter()
+        .copied()
+        .filter(|id| !skip.contains(id))
+        .find(|&id| {
+            let (data, _) = peer.received(id);
+            data.starts_with(&negotiate(protocol))
+        })
 }
 
 #[test]
@@ -546,7 +569,12 @@ fn bytes_after_connect_and_after_stop_status_reach_the_other_end() {
     assert_eq!(response.status, Status::Ok);
 
     let mut connect = negotiate(HOP_PROTOCOL);
-    connect.extend_from_slice(&HopRequest::Connect { peer: raw_peer_id(55) }.encode());
+    connect.extend_from_slice(
+        &HopRequest::Connect {
+            peer: raw_peer_id(55),
+        }
+        .encode(),
+    );
     connect.extend_from_slice(b"early from the source");
     let source = s.open_and_write(&connect);
 
@@ -590,22 +618,34 @@ fn bytes_after_connect_and_after_stop_status_reach_the_other_end() {
     let (data, end) = s.received(source);
     let (response, rest) = hop_answer(&data).expect("CONNECT answered");
     assert_eq!(response.status, Status::Ok);
-    assert_eq!(rest, b"early from the target", "the target's early bytes arrive");
+    assert_eq!(
+        rest, b"early from the target",
+        "the target's early bytes arrive"
+    );
     assert_eq!(end, None, "the circuit stays open");
     let (data, _) = t.received(stop);
     let (_, rest) = after_negotiation(&data, STOP_PROTOCOL)
         .and_then(first_frame)
         .expect("STOP CONNECT");
-    assert_eq!(rest, b"early from the source", "the source's early bytes arrive");
+    assert_eq!(
+        rest, b"early from the source",
+        "the source's early bytes arrive"
+    );
 
     // And the circuit keeps carrying bytes both ways.
     s.write(source, b" and more");
     t.write(stop, b" and more");
     run_all_for(&mut fx.world, &mut [&mut s, &mut t], EXCHANGE);
     let (data, _) = s.received(source);
-    assert!(data.ends_with(b"early from the target and more"), "{data:?}");
+    assert!(
+        data.ends_with(b"early from the target and more"),
+        "{data:?}"
+    );
     let (data, _) = t.received(stop);
-    assert!(data.ends_with(b"early from the source and more"), "{data:?}");
+    assert!(
+        data.ends_with(b"early from the source and more"),
+        "{data:?}"
+    );
     let stats = fx.world.node(r).relay_stats().expect("relay");
     assert_eq!(stats.bridges, 1);
     relay_still_serves(&mut fx, &mut [&mut s, &mut t]);
@@ -639,7 +679,10 @@ fn random_bytes_on_hop_and_stop_streams_never_panic_and_the_relay_keeps_serving(
     let mut y = raw_client(&mut fx.world, a, 58);
     let mut t = raw_client(&mut fx.world, r, 59);
     let (_, data, _) = send_hop(&mut fx.world, &mut t, &HopRequest::Reserve.encode());
-    assert_eq!(hop_answer(&data).expect("RESERVE answered").0.status, Status::Ok);
+    assert_eq!(
+        hop_answer(&data).expect("RESERVE answered").0.status,
+        Status::Ok
+    );
     let t_id = raw_peer_id(59);
     let mut rng = ChaCha8Rng::seed_from_u64(0x5eed);
     let mut seen = Vec::new();
@@ -697,4 +740,120 @@ fn random_bytes_on_hop_and_stop_streams_never_panic_and_the_relay_keeps_serving(
     let stats = fx.world.node(r).relay_stats().expect("relay");
     assert_eq!(stats.bridges, 0, "no circuit outlived the attack");
     relay_still_serves(&mut fx, &mut [&mut x, &mut y, &mut t]);
+}
+
+#[test]
+fn target_that_never_answers_stop_fails_the_circuit_with_connection_failed() {
+    let mut fx = relay_world(60);
+    let r = fx.r;
+    let mut t = raw_client(&mut fx.world, r, 61);
+    let mut s = raw_client(&mut fx.world, r, 62);
+    let (_, data, _) = send_hop(&mut fx.world, &mut t, &HopRequest::Reserve.encode());
+    assert_eq!(
+        hop_answer(&data).expect("RESERVE answered").0.status,
+        Status::Ok
+    );
+    let mut connect = negotiate(HOP_PROTOCOL);
+    connect.extend_from_slice(
+        &HopRequest::Connect {
+            peer: raw_peer_id(61),
+        }
+        .encode(),
+    );
+    let source = s.open_and_write(&connect);
+    // T accepts the STOP negotiation, then never answers the CONNECT.
+    let mut seen = Vec::new();
+    let mut stop = None;
+    assert!(run_all_until(
+        &mut fx.world,
+        &mut [&mut s, &mut t],
+        SETTLE,
+        |_, peers| {
+            stop = find_inbound(peers[1], STOP_PROTOCOL, &mut seen, &[]);
+            stop.is_some()
+        }
+    ));
+    let stop = stop.expect("STOP stream");
+    t.write(stop, &negotiate(STOP_PROTOCOL));
+    run_all_for(&mut fx.world, &mut [&mut s, &mut t], REQUEST_TIMEOUT / 2);
+    assert_eq!(
+        s.received(source).0,
+        negotiate(HOP_PROTOCOL),
+        "no answer yet"
+    );
+    assert_eq!(fx.world.node(r).relay_stats().expect("relay").circuits, 1);
+    run_all_for(&mut fx.world, &mut [&mut s, &mut t], REQUEST_TIMEOUT);
+    let (data, end) = s.received(source);
+    let (response, rest) = hop_answer(&data).expect("CONNECT answered");
+    assert_eq!(response.status, Status::ConnectionFailed);
+    assert!(rest.is_empty());
+    assert_eq!(end, Some(None), "the STATUS ends the source's stream");
+    assert_eq!(
+        t.received(stop).1,
+        Some(Some(CODE_TIMED_OUT)),
+        "the silent STOP stream is reset"
+    );
+    let stats = fx.world.node(r).relay_stats().expect("relay");
+    assert_eq!(
+        (stats.circuits, stats.bridges),
+        (0, 0),
+        "the circuit is gone"
+    );
+    relay_still_serves(&mut fx, &mut [&mut s, &mut t]);
+}
+
+#[test]
+fn random_hop_answers_to_a_reserving_client_fail_the_reservation_without_panic() {
+    // X pretends to be a relay: `a` reserves on it and X answers with random bytes.
+    let mut fx = relay_world(64);
+    let a = fx.a;
+    let mut x = raw_client(&mut fx.world, a, 65);
+    let x_id = raw_peer_id(65);
+    let a_x = fx
+        .world
+        .events(a)
+        .find_map(|e| match e {
+            Event::ConnectionEstablished {
+                connection, peer, ..
+            } if *peer == x_id => Some(*connection),
+            _ => None,
+        })
+        .expect("a sees X");
+    let mut rng = ChaCha8Rng::seed_from_u64(0xbad);
+    let mut seen = Vec::new();
+    let mut answered: Vec<StreamId> = Vec::new();
+    let failed = |w: &World| {
+        w.events(a)
+            .filter(
+                |e| matches!(e, Event::ReservationFailed { connection, .. } if *connection == a_x),
+            )
+            .count()
+    };
+    for round in 0..12 {
+        fx.world
+            .command(a, |n, now| n.reserve(now, a_x))
+            .expect("reserve starts");
+        let mut hop = None;
+        assert!(
+            run_all_until(&mut fx.world, &mut [&mut x], SETTLE, |_, peers| {
+                hop = find_inbound(peers[0], HOP_PROTOCOL, &mut seen, &answered);
+                hop.is_some()
+            }),
+            "round {round}: a opened HOP"
+        );
+        let hop = hop.expect("HOP stream");
+        let mut reply = negotiate(HOP_PROTOCOL);
+        reply.extend_from_slice(&random_payload(&mut rng));
+        x.write(hop, &reply);
+        x.finish(hop);
+        answered.push(hop);
+        assert!(
+            x.run_until(&mut fx.world, SETTLE, |w, _| failed(w) > round),
+            "round {round}: the reservation fails: {:?}",
+            fx.world.events(a).collect::<Vec<_>>()
+        );
+    }
+    assert!(fx.world.node(a).reservation(a_x).is_none());
+    assert!(x.lost().is_none(), "the attack stays on the stream level");
+    relay_still_serves(&mut fx, &mut [&mut x]);
 }
