@@ -5,6 +5,7 @@
 //! bytes on HOP and STOP streams (relay and client side). After each, the relay still serves
 //! well-behaved peers (a reservation and a circuit work). Bytes that follow the final STATUS on
 //! either end of a circuit reach the other end.
+
 mod common;
 
 use std::time::Duration;
