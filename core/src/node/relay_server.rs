@@ -132,7 +132,9 @@ impl Node {
                 entry.finish_when_flushed = true;
             }
             conn.flush(stream.id);
-            self.dirty.insert(stream.connection);
+            // `touch`, not just `dirty`: on a relayed connection the bytes must also be pumped
+            // into the circuit, or the answer sits in yamux until unrelated traffic moves it.
+            self.touch(stream.connection);
         }
     }
 
@@ -144,7 +146,7 @@ impl Node {
                 entry.pending_write.extend_from_slice(&message);
             }
             conn.flush(stream.id);
-            self.dirty.insert(stream.connection);
+            self.touch(stream.connection);
         }
     }
 
@@ -153,7 +155,7 @@ impl Node {
         if let Some(conn) = self.connections.get_mut(&stream.connection) {
             conn.streams.remove(&stream.id);
             conn.abort_stream(stream.id, code);
-            self.dirty.insert(stream.connection);
+            self.touch(stream.connection);
         }
     }
 

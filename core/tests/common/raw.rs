@@ -2,6 +2,7 @@
 //! what a [`Node`](dep2p_core::node::Node) never would: forged certificates, other ALPNs, raw
 //! bytes from the first byte of a stream.
 
+use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -37,8 +38,13 @@ pub struct RawPeer {
     /// The first [`MAX_CAPTURED`] datagrams this connection sent and received, as real QUIC
     /// packets to mutate in fuzz tests.
     pub captured: Vec<Vec<u8>>,
+    /// What [`RawPeer::received`] accumulated per stream.
+    received: BTreeMap<StreamId, Received>,
     buf: Vec<u8>,
 }
+
+/// Everything read from one stream so far, and how the peer ended it (see [`RawPeer::read`]).
+pub type Received = (Vec<u8>, Option<Option<u64>>);
 
 /// Most datagrams a [`RawPeer`] keeps in [`RawPeer::captured`].
 pub const MAX_CAPTURED: usize = 256;
@@ -96,6 +102,7 @@ impl RawPeer {
             conn,
             events: Vec::new(),
             captured: Vec::new(),
+            received: BTreeMap::new(),
             buf: Vec::with_capacity(1500),
         };
         peer.flush(world);
@@ -127,7 +134,7 @@ impl RawPeer {
     }
 
     /// Delivers datagrams waiting in the mailbox and fires the connection's timer if due.
-    fn receive(&mut self, world: &mut World) {
+    pub fn receive(&mut self, world: &mut World) {
         let now = world.now();
         for datagram in world.take_external(self.addr) {
             if self.captured.len() < MAX_CAPTURED {
@@ -205,6 +212,16 @@ impl RawPeer {
         id
     }
 
+    /// The next bidirectional stream the node opened toward us, if any.
+    pub fn accept_bi(&mut self) -> Option<StreamId> {
+        self.conn.streams().accept(Dir::Bi)
+    }
+
+    /// Finishes our sending side of `id` (ignored if it is already closed).
+    pub fn finish(&mut self, id: StreamId) {
+        let _ = self.conn.send_stream(id).finish();
+    }
+
     /// Writes `data` on `id`; all of it must fit the flow-control window.
     pub fn write(&mut self, id: StreamId, data: &[u8]) {
         let written = self
@@ -213,6 +230,18 @@ impl RawPeer {
             .write(data)
             .expect("stream writable");
         assert_eq!(written, data.len(), "test writes fit the window");
+    }
+
+    /// Everything that arrived on `id` so far (not only what is new), and how the peer ended
+    /// it. Do not mix with [`RawPeer::read`] on the same stream: that consumes bytes.
+    pub fn received(&mut self, id: StreamId) -> Received {
+        let (data, end) = self.read(id);
+        let entry = self.received.entry(id).or_default();
+        entry.0.extend_from_slice(&data);
+        if entry.1.is_none() {
+            entry.1 = end;
+        }
+        entry.clone()
     }
 
     /// Reads what arrived on `id`: the bytes, and whether the peer finished (`Some(None)`) or
@@ -241,4 +270,40 @@ impl RawPeer {
         let _ = chunks.finalize();
         (data, end)
     }
+}
+
+/// Runs the world and several raw peers together until `done` holds or `max` virtual time
+/// passes: like [`RawPeer::run_until`], but no peer's datagrams wait while another runs.
+pub fn run_all_until(
+    world: &mut World,
+    peers: &mut [&mut RawPeer],
+    max: Duration,
+    mut done: impl FnMut(&World, &mut [&mut RawPeer]) -> bool,
+) -> bool {
+    let limit = world.now() + max;
+    for _ in 0..MAX_ROUNDS {
+        for peer in peers.iter_mut() {
+            peer.flush(world);
+        }
+        if done(world, peers) {
+            return true;
+        }
+        if world.now() >= limit {
+            return false;
+        }
+        let wake = peers
+            .iter_mut()
+            .filter_map(|p| p.conn.poll_timeout())
+            .fold(limit, Instant::min);
+        world.step(wake.max(world.now()));
+        for peer in peers.iter_mut() {
+            peer.receive(world);
+        }
+    }
+    panic!("raw peers and world did not settle in {MAX_ROUNDS} rounds");
+}
+
+/// Runs the world and several raw peers together for `duration`.
+pub fn run_all_for(world: &mut World, peers: &mut [&mut RawPeer], duration: Duration) {
+    let _ = run_all_until(world, peers, duration, |_, _| false);
 }
