@@ -438,6 +438,23 @@ fn hop_stream_that_sends_no_request_is_reset_after_the_request_timeout() {
     assert!(raw.lost().is_none(), "only the stream is reset");
 }
 
+#[test]
+fn request_timeout_covers_negotiation_and_the_first_message_together() {
+    let timeout = Duration::from_secs(3);
+    let (mut world, relay) = relay_world(308, RelayLimits::default().request_timeout(timeout));
+    let mut raw = raw_client(&mut world, relay, 6004);
+    // The header now, the HOP proposal just before the timeout, then nothing.
+    let id = raw.open_and_write(&line(HEADER));
+    raw.run_for(&mut world, timeout - Duration::from_millis(500));
+    raw.write(id, &line(HOP_PROTOCOL));
+    raw.run_for(&mut world, Duration::from_secs(1));
+    assert_eq!(
+        raw.read(id).1,
+        Some(Some(CODE_TIMED_OUT)),
+        "reset {timeout:?} after the stream opened, not {timeout:?} after negotiation"
+    );
+}
+
 /// A relay with `limits`, and nodes A and B reserved on it. Returns the world, the relay, and
 /// `(node, connection to the relay)` for A and B.
 fn two_reserved(
@@ -672,6 +689,12 @@ fn relay_tables_and_streams_return_to_zero_after_everything_ends() {
     for (node, conn) in [(a, a_r), (b, b_r), (c, c_r)] {
         assert!(reserve(&mut world, node, conn).is_ok());
     }
+    // Refused requests leave nothing behind either.
+    let (d, d_r) = client(&mut world, relay, None);
+    assert_refused(
+        &dial_via(&mut world, a, a_r, d).expect_err("D holds no reservation"),
+        "NoReservation",
+    );
     let b_a = dial_via(&mut world, b, b_r, a).expect("B → A");
     let c_a = dial_via(&mut world, c, c_r, a).expect("C → A");
     dial_via(&mut world, a, a_r, b).expect("A → B");
@@ -696,7 +719,7 @@ fn relay_tables_and_streams_return_to_zero_after_everything_ends() {
     world.run_for(Duration::from_secs(1));
     let stats = relay_stats(&mut world, relay);
     assert_eq!((stats.circuits, stats.bridges), (2, 2), "{stats:?}");
-    for (node, conn) in [(a, a_r), (b, b_r), (c, c_r)] {
+    for (node, conn) in [(a, a_r), (b, b_r), (c, c_r), (d, d_r)] {
         world
             .command(node, |n, now| n.close(now, conn, 0, b"bye"))
             .expect("close");
