@@ -204,11 +204,19 @@ fn reserve_beyond_max_reservations_is_refused_but_renewals_still_pass() {
     let (c, c_r) = client(&mut world, relay, None);
     assert!(reserve(&mut world, a, a_r).is_ok());
     assert!(reserve(&mut world, b, b_r).is_ok());
+    world.run_for(Duration::from_secs(1));
+    let streams = world.node(relay).stats().streams;
     let refused = reserve(&mut world, c, c_r).expect_err("the third reservation is refused");
     assert!(refused.contains("ResourceLimitExceeded"), "{refused}");
     assert_eq!(
         nonzero_refusals(&mut world, relay),
         [("reservations_full", 1)]
+    );
+    world.run_for(Duration::from_secs(1));
+    assert_eq!(
+        world.node(relay).stats().streams,
+        streams,
+        "the refused request's stream is gone"
     );
 
     // The relay is full, yet a renewal is admitted: it does not count twice.
@@ -257,6 +265,43 @@ fn second_reserve_from_the_same_peer_replaces_the_first_and_counts_once() {
     world.run_for(Duration::from_secs(1));
     let stats = relay_stats(&mut world, relay);
     assert_eq!((stats.reservations, stats.circuits), (0, 0), "{stats:?}");
+}
+
+#[test]
+fn automatic_renewals_keep_the_only_slot_and_never_count_twice() {
+    // Room for one reservation, renewed by the client at three quarters of an 8 s TTL.
+    let limits = RelayLimits::default()
+        .max_reservations(1)
+        .reservation_ttl(Duration::from_secs(8));
+    let (mut world, relay) = relay_world(309, limits);
+    let (a, a_r) = client(&mut world, relay, None);
+    let (b, b_r) = client(&mut world, relay, None);
+    assert!(reserve(&mut world, a, a_r).is_ok());
+    world.run_for(Duration::from_secs(1));
+    let streams = [relay, a].map(|n| world.node(n).stats().streams);
+    world.run_for(Duration::from_secs(30));
+    let renewals = world
+        .events(a)
+        .filter(|e| matches!(e, Event::ReservationAccepted { renewed: true, .. }))
+        .count();
+    assert!(renewals >= 4, "renewed {renewals} times in 30 s");
+    assert!(
+        !world
+            .events(a)
+            .any(|e| matches!(e, Event::ReservationLost { .. })),
+        "never lost"
+    );
+    let stats = relay_stats(&mut world, relay);
+    assert_eq!(stats.reservations, 1);
+    assert!(nonzero_refusals(&mut world, relay).is_empty());
+    assert_eq!(
+        [relay, a].map(|n| world.node(n).stats().streams),
+        streams,
+        "renewal streams do not pile up"
+    );
+    // The slot is still taken by A alone.
+    let refused = reserve(&mut world, b, b_r).expect_err("no room for B");
+    assert!(refused.contains("ResourceLimitExceeded"), "{refused}");
 }
 
 #[test]
@@ -475,10 +520,18 @@ fn connect_beyond_max_circuits_is_refused_with_resource_limit_exceeded() {
     let (mut world, relay, (a, _), (b, b_r)) = two_reserved(310, limits);
     let (c, c_r) = client(&mut world, relay, None);
     dial_via(&mut world, b, b_r, a).expect("first circuit");
+    world.run_for(Duration::from_secs(1));
+    let streams = [relay, c].map(|n| world.node(n).stats().streams);
     let failure = dial_via(&mut world, c, c_r, b).expect_err("second circuit");
     assert_refused(&failure, "ResourceLimitExceeded");
     assert_eq!(nonzero_refusals(&mut world, relay), [("circuits_full", 1)]);
     assert_eq!(relay_stats(&mut world, relay).circuits, 1);
+    world.run_for(Duration::from_secs(1));
+    assert_eq!(
+        [relay, c].map(|n| world.node(n).stats().streams),
+        streams,
+        "the refused CONNECT's stream is gone at both ends"
+    );
 }
 
 #[test]

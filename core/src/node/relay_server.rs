@@ -134,6 +134,11 @@ impl Node {
             conn.flush(stream.id);
             self.dirty.insert(stream.connection);
         }
+        // The peer's FIN usually arrives with its message, while the stream was parked and not
+        // read; no new readable event comes for it, so read it now or the entry never ends.
+        self.with_ctx(stream.connection, |conn, ctx| {
+            conn.on_readable(stream.id, ctx);
+        });
     }
 
     /// Writes `message` on `stream` without finishing it (the stream goes on as a circuit).
