@@ -549,13 +549,17 @@ impl Conn {
         let StreamKind::Negotiating {
             purpose,
             negotiation,
-            ..
+            deadline: negotiation_deadline,
         } = &entry.kind
         else {
             return;
         };
         let inbound = matches!(negotiation, Negotiation::Listener(_));
         let purpose = purpose.clone();
+        // DESIGN §5.1: a served HOP/STOP stream gets `request_timeout` for negotiation and its
+        // first message together, counted from when the peer opened it.
+        let opened_at = *negotiation_deadline - ctx.local.config.negotiation_timeout;
+        let serve_deadline = (opened_at + ctx.local.request_timeout).max(ctx.now);
         let Negotiated {
             protocol,
             remaining,
@@ -588,8 +592,12 @@ impl Conn {
                     entry.kind = StreamKind::PingServe { responder };
                     self.flush(id);
                 }
-                HOP_PROTOCOL => self.start_relay_read(id, RelayRole::HopServe, remaining, ctx),
-                STOP_PROTOCOL => self.start_relay_read(id, RelayRole::StopServe, remaining, ctx),
+                HOP_PROTOCOL => {
+                    self.start_relay_read(id, RelayRole::HopServe, remaining, serve_deadline, ctx);
+                }
+                STOP_PROTOCOL => {
+                    self.start_relay_read(id, RelayRole::StopServe, remaining, serve_deadline, ctx);
+                }
                 _ => {
                     entry.kind = StreamKind::App {
                         protocol: protocol.clone(),
@@ -653,23 +661,24 @@ impl Conn {
             Purpose::Relay { role, request } => {
                 entry.pending_write.extend_from_slice(&request);
                 self.flush(id);
-                self.start_relay_read(id, role, remaining, ctx);
+                let deadline = ctx.now + ctx.local.request_timeout;
+                self.start_relay_read(id, role, remaining, deadline, ctx);
             }
         }
     }
 
-    /// Starts reading the one framed message a relay-protocol stream expects.
+    /// Starts reading the one framed message a relay-protocol stream expects by `deadline`.
     fn start_relay_read(
         &mut self,
         id: StreamKey,
         role: RelayRole,
         remaining: Bytes,
+        deadline: Instant,
         ctx: &mut Ctx<'_>,
     ) {
         let Some(entry) = self.streams.get_mut(&id) else {
             return;
         };
-        let deadline = ctx.now + ctx.local.request_timeout;
         entry.kind = StreamKind::RelayRead {
             role,
             decoder: FrameDecoder::new(MAX_MESSAGE_SIZE),

@@ -136,6 +136,11 @@ impl Node {
             // into the circuit, or the answer sits in yamux until unrelated traffic moves it.
             self.touch(stream.connection);
         }
+        // The peer's FIN usually arrives with its message, while the stream was parked and not
+        // read; no new readable event comes for it, so read it now or the entry never ends.
+        self.with_ctx(stream.connection, |conn, ctx| {
+            conn.on_readable(stream.id, ctx);
+        });
     }
 
     /// Writes `message` on `stream` without finishing it (the stream goes on as a circuit).

@@ -180,11 +180,27 @@ impl World {
 
     /// Adds a node whose key and seed derive from the world's seed and its index. Its TLS
     /// randomness derives from its seed too ([`NodeConfig::deterministic_tls`] is forced on).
-    pub fn add_node(&mut self, mut config: NodeConfig) -> usize {
+    pub fn add_node(&mut self, config: NodeConfig) -> usize {
+        let octet = u8::try_from(self.nodes.len() + 1).expect("at most 255 nodes in a test world");
+        self.add_node_at(
+            config,
+            SocketAddr::new(IpAddr::V4(Ipv4Addr::new(127, 0, 1, octet)), 4001),
+        )
+    }
+
+    /// [`World::add_node`] at a chosen UDP address instead of `127.0.1.<index + 1>:4001`, e.g.
+    /// to put several nodes behind one IP address (per-IP limits). Its key and seed still derive
+    /// from its index.
+    ///
+    /// # Panics
+    /// If `addr` already belongs to a node or an external host.
+    pub fn add_node_at(&mut self, mut config: NodeConfig, addr: SocketAddr) -> usize {
+        assert!(
+            !self.by_addr.contains_key(&addr) && !self.external.contains_key(&addr),
+            "{addr} is already taken"
+        );
         config.deterministic_tls(true);
         let index = self.nodes.len();
-        let octet = u8::try_from(index + 1).expect("at most 255 nodes in a test world");
-        let addr = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(127, 0, 1, octet)), 4001);
         if config.listen_addrs.is_empty() {
             // What an adapter does with its bound socket: announce it (relays must).
             config.listen_addrs(vec![crate::addr::quic_multiaddr(addr)]);
