@@ -33,7 +33,7 @@ pub use event::Event;
 pub use ids::{ConnectionId, Direction, StreamHandle};
 pub use quinn_proto::Transmit;
 pub use relay_client::{ClientReservation, ReserveError};
-pub use relay_server::RelayStats;
+pub use relay_server::{CLOSE_TRIMMED, RelayStats};
 pub use relayed::CircuitFailure;
 pub use transport::StreamKey;
 
@@ -402,6 +402,7 @@ impl Node {
                                 None,
                             );
                             self.process(id);
+                            self.trim_connections();
                         }
                         Err(error) => {
                             if let Some(transmit) = error.response {

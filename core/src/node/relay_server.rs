@@ -26,6 +26,10 @@ use crate::relay::wire::{
     DecodeError, HopRequest, HopResponse, ReservationInfo, Status, StopRequest, StopResponse,
 };
 
+/// Application close code of a connection closed because the relay was above its high
+/// connection watermark.
+pub const CLOSE_TRIMMED: u32 = 0x7472;
+
 /// Counters of the relay role, for metrics and tests.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RelayStats {
@@ -494,6 +498,52 @@ impl Node {
                     }
                 }
             }
+        }
+    }
+
+    /// Connection watermarks (DESIGN §5.1): above the high watermark, close idle direct
+    /// connections, oldest first, down to the low watermark. Connections holding a
+    /// reservation, or any stream other than finished identify/ping bookkeeping, are
+    /// protected.
+    pub(crate) fn trim_connections(&mut self) {
+        let Some(server) = self.relay.as_ref() else {
+            return;
+        };
+        let (low, high) = server.limits.connection_watermarks();
+        let direct = self
+            .connections
+            .values()
+            .filter(|c| matches!(c.transport, Transport::Quic(_)))
+            .count();
+        if high == 0 || direct <= high as usize {
+            return;
+        }
+        let holders: std::collections::BTreeSet<ConnectionId> =
+            server.holders.values().copied().collect();
+        let excess = direct - low as usize;
+        // BTreeMap order is creation order: ids are never reused and only grow.
+        let idle: Vec<ConnectionId> = self
+            .connections
+            .iter()
+            .filter(|(id, c)| {
+                matches!(c.transport, Transport::Quic(_))
+                    && c.state == super::connection::ConnState::Established
+                    && !holders.contains(id)
+                    && c.streams.values().all(|e| {
+                        matches!(
+                            e.kind,
+                            StreamKind::IdentifyServe | StreamKind::PingDone | StreamKind::Closing
+                        )
+                    })
+            })
+            .map(|(id, _)| *id)
+            .take(excess)
+            .collect();
+        for id in idle {
+            if let Some(server) = self.relay.as_mut() {
+                server.refuse("connection_trimmed");
+            }
+            let _ = self.close(self.now, id, CLOSE_TRIMMED, b"connection limit");
         }
     }
 
