@@ -80,41 +80,45 @@ impl Trio {
     pub fn dial(&mut self) -> (ConnectionId, ConnectionId) {
         let (a, b, r) = (self.a, self.b, self.r);
         let target = self.world.peer_id(a);
+        let relay = self.world.peer_id(r);
+        let b_id = self.world.peer_id(b);
+        let earlier = relayed_established(&self.world, a, b_id, relay).len();
         let b_r = self.b_r;
         let at_b = self
             .world
             .command(b, |n, now| n.dial_through_relay(now, b_r, target))
             .expect("dial through the relay starts");
-        let relay = self.world.peer_id(r);
-        let b_id = self.world.peer_id(b);
         assert!(
             self.world.run_until(SETTLE, |w| {
-                relayed_established(w, b, target, relay) == Some(at_b)
-                    && relayed_established(w, a, b_id, relay).is_some()
+                relayed_established(w, b, target, relay).contains(&at_b)
+                    && relayed_established(w, a, b_id, relay).len() > earlier
             }),
             "the relayed connection is established on both sides"
         );
-        let at_a = relayed_established(&self.world, a, b_id, relay).expect("checked above");
+        let at_a = relayed_established(&self.world, a, b_id, relay)[earlier];
         (at_b, at_a)
     }
 }
 
-/// The relayed connection `at` reports established to `peer` through `relay`, if any.
+/// The relayed connections `at` reported established to `peer` through `relay`, in order.
 pub fn relayed_established(
     world: &World,
     at: usize,
     peer: dep2p_core::identity::PeerId,
     relay: dep2p_core::identity::PeerId,
-) -> Option<ConnectionId> {
-    world.events(at).find_map(|e| match e {
-        Event::ConnectionEstablished {
-            connection,
-            peer: p,
-            relay: Some(via),
-            ..
-        } if *p == peer && *via == relay => Some(*connection),
-        _ => None,
-    })
+) -> Vec<ConnectionId> {
+    world
+        .events(at)
+        .filter_map(|e| match e {
+            Event::ConnectionEstablished {
+                connection,
+                peer: p,
+                relay: Some(via),
+                ..
+            } if *p == peer && *via == relay => Some(*connection),
+            _ => None,
+        })
+        .collect()
 }
 
 /// Whether `at` reported `connection` closed.
