@@ -1,6 +1,6 @@
 //! A reservation is renewed at three quarters of its lifetime, again and again, without a gap:
 //! with a 60 s TTL the client renews about every 45 s, each renewal pushes the expiry forward,
-//! and the relay counts the reservation once throughout.
+//! and the relay counts the reservation once throughout. No renewal leaves a stream behind.
 
 mod relay_world;
 
@@ -23,6 +23,8 @@ fn a_reservation_is_renewed_at_three_quarters_of_its_lifetime_and_counted_once()
         NodeConfig::default(),
     );
     let (a, r, a_r) = (trio.a, trio.r, trio.a_r);
+    trio.world.run_for(Duration::from_secs(5));
+    let settled = trio.world.node(a).stats();
     let accepted = |world: &dep2p_core::testing::World| -> Vec<(Instant, bool, u64)> {
         world
             .sim_node(a)
@@ -92,6 +94,12 @@ fn a_reservation_is_renewed_at_three_quarters_of_its_lifetime_and_counted_once()
         relay.reservations_accepted,
         RENEWALS as u64 + 1,
         "R admitted the first RESERVE and each renewal"
+    );
+    trio.world.run_for(Duration::from_secs(5));
+    assert_eq!(
+        trio.world.node(a).stats(),
+        settled,
+        "each RESERVE stream is gone once answered: renewals leave no stream entries behind"
     );
     let held = trio.world.node(a).reservation(a_r).expect("still held");
     assert_eq!(held.expire_unix_secs, history.last().expect("some").2);

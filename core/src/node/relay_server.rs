@@ -165,6 +165,12 @@ impl Node {
             conn.flush(stream.id);
             self.dirty.insert(stream.connection);
         }
+        // Drain what already arrived: the peer's finish often comes with its message and was
+        // announced (one Readable) while the stream was parked, so nothing would read it
+        // later and the entry would never be done.
+        self.with_ctx(stream.connection, |conn, ctx| {
+            conn.on_readable(stream.id, ctx)
+        });
     }
 
     /// Writes `message` on `stream` without finishing it (the stream goes on as a circuit).
