@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use dep2p_core::node::{Event, NodeConfig};
 use dep2p_core::relay::limits::RelayLimits;
+use dep2p_core::testing::LinkConfig;
 
 use relay_world::{Content, Flow, open_stream_pair, reserved_trio, run_flows};
 
@@ -113,4 +114,48 @@ fn three_streams_move_16_mib_each_way_through_a_relay_intact() {
         stats.bridge_buffered <= 2 * 16 * 1024,
         "at most one chunk per direction waits in the bridge"
     );
+}
+
+#[test]
+fn relayed_streams_stay_intact_over_lossy_jittery_links() {
+    let mut app = NodeConfig::default();
+    app.protocol(BULK);
+    let mut trio = reserved_trio(13, RelayLimits::default(), app);
+    // From here on every hop loses 3% of datagrams and reorders some: QUIC on each hop
+    // repairs it, so the circuit's byte stream (TLS records, yamux frames) stays exact.
+    trio.world.set_link(LinkConfig {
+        latency: Duration::from_millis(20),
+        jitter: Duration::from_millis(15),
+        loss: 0.03,
+    });
+    let (a, b) = (trio.a, trio.b);
+    let (at_b, _) = trio.dial();
+    let mut flows = Vec::new();
+    for i in 0..3u64 {
+        let (send, recv) = open_stream_pair(&mut trio.world, b, a, at_b, BULK);
+        for (writer, w, reader, r, seed) in [(b, send, a, recv, i), (a, recv, b, send, !i)] {
+            flows.push(Flow::new(
+                writer,
+                w,
+                reader,
+                r,
+                2 * 1024 * 1024,
+                Content { seed, marker: None },
+            ));
+        }
+    }
+    run_flows(&mut trio.world, &mut flows, Duration::from_secs(600));
+    assert!(
+        trio.world.net_stats().lost > 0,
+        "the links did lose datagrams"
+    );
+    for flow in &flows {
+        let (sent, received) = flow.digests();
+        assert_eq!(flow.received(), 2 * 1024 * 1024);
+        assert_eq!(
+            sent, received,
+            "{}: SHA-256 of sent and received",
+            flow.send
+        );
+    }
 }

@@ -1,7 +1,8 @@
 //! Ending relayed connections and what they ride on: a relayed connection closed by one end is
 //! reported closed at the other and its circuit freed at the relay; closing the connection that
 //! holds a reservation loses it on both sides; and when a relay connection dies, the relayed
-//! connections over it end on both peers. Nothing is left behind in any table.
+//! connections over it end on both peers, even with data in flight. Nothing is left behind in
+//! any table, and a reservation that survives can be dialed again.
 
 mod relay_world;
 
@@ -194,4 +195,95 @@ fn when_a_relay_connection_dies_the_relayed_connections_over_it_end_on_both_peer
             "R holds only its connection to the surviving peer, with the streams it had"
         );
     }
+}
+
+#[test]
+fn the_target_closing_a_relayed_connection_is_seen_by_the_dialer_who_can_dial_again() {
+    let (mut trio, at_b, at_a, before) = relayed_with_stream(35);
+    let (a, b, r) = (trio.a, trio.b, trio.r);
+    trio.world
+        .command(a, |n, now| n.close(now, at_a, 0, b"done"))
+        .expect("close");
+    assert!(
+        trio.world.run_until(SETTLE, |w| closed(w, b, at_b)),
+        "B learns that A closed the relayed connection"
+    );
+    trio.world.run_for(SETTLE);
+    assert_eq!(stats(&mut trio.world, [a, b, r]), before);
+    let relay = trio.world.node(r).relay_stats().expect("relay");
+    assert_eq!((relay.circuits, relay.bridges), (0, 0));
+
+    // The reservation still stands: B dials again and the new connection works.
+    let (again, _) = trio.dial();
+    assert_ne!(again, at_b, "a new connection id");
+    trio.world
+        .command(b, |n, now| n.ping(now, again))
+        .expect("ping starts");
+    assert!(trio.world.run_until(SETTLE, |w| w.events(b).any(
+        |e| matches!(e, Event::PingSucceeded { connection, .. } if *connection == again)
+    )));
+}
+
+#[test]
+fn a_relay_connection_dying_with_data_in_flight_leaves_nothing_behind() {
+    let mut trio = reserved_trio(36, RelayLimits::default(), app());
+    trio.world.run_for(SETTLE);
+    let (a, b, r) = (trio.a, trio.b, trio.r);
+    let b_before = trio.world.node(b).stats();
+    let (at_b, at_a) = trio.dial();
+    let (send, _recv) = relay_world::open_stream_pair(&mut trio.world, b, a, at_b, ECHO);
+    // B writes while A does not read: bytes sit in A's buffers, in R's bridge and in flight.
+    let chunk = vec![0x42; 32 * 1024];
+    for _ in 0..16 {
+        trio.world
+            .command(b, |n, now| n.write(now, send, &chunk))
+            .expect("write");
+        trio.world.run_for(std::time::Duration::from_millis(5));
+    }
+    let r_a = direct(&trio.world, r, a);
+    trio.world
+        .command(r, |n, now| n.close(now, r_a, 0, b"going away"))
+        .expect("close");
+    assert!(
+        trio.world
+            .run_until(SETTLE, |w| closed(w, a, at_a) && closed(w, b, at_b)),
+        "both ends report the relayed connection closed"
+    );
+    assert_eq!(
+        trio.world.command(b, |n, now| n.write(now, send, b"late")),
+        Err(dep2p_core::node::StreamError::UnknownConnection(at_b)),
+        "the dead connection's streams are gone"
+    );
+    trio.world.run_for(SETTLE * 4);
+    let relay = trio.world.node(r).relay_stats().expect("relay");
+    assert_eq!(
+        (
+            relay.reservations,
+            relay.circuits,
+            relay.bridges,
+            relay.bridge_buffered
+        ),
+        (0, 0, 0, 0),
+        "R holds no reservation, circuit or buffered byte for the gone connection"
+    );
+    assert_eq!(
+        trio.world.node(b).stats(),
+        b_before,
+        "B is back to its direct connection"
+    );
+    assert_eq!(
+        (
+            trio.world.node(a).stats().connections,
+            trio.world.node(a).stats().streams
+        ),
+        (0, 0)
+    );
+    assert_eq!(
+        (
+            trio.world.node(r).stats().connections,
+            trio.world.node(r).stats().streams
+        ),
+        (1, 0),
+        "R keeps only B's connection, with no stream"
+    );
 }
