@@ -64,6 +64,28 @@ pub(crate) struct Bridge {
     /// We finished the sending side of `ends[i]`.
     finished_toward: [bool; 2],
     limit_bytes: Option<u64>,
+    /// Test-only copy of what entered the bridge (see `Node::tap_forwarded`).
+    #[cfg(any(test, feature = "test-driver"))]
+    pub(crate) tap: Option<BridgeTap>,
+}
+
+/// The first bytes a bridge forwarded in each direction, for tests that look at what a relay
+/// sees (it must be ciphertext). Bounded by `budget` over both directions.
+#[cfg(any(test, feature = "test-driver"))]
+#[derive(Debug, Clone, Default)]
+pub(crate) struct BridgeTap {
+    pub(crate) budget: usize,
+    /// Source→target, then target→source.
+    pub(crate) bytes: [Vec<u8>; 2],
+}
+
+#[cfg(any(test, feature = "test-driver"))]
+impl BridgeTap {
+    fn record(&mut self, from: End, data: &[u8]) {
+        let take = data.len().min(self.budget);
+        self.bytes[from as usize].extend_from_slice(&data[..take]);
+        self.budget -= take;
+    }
 }
 
 /// What a forwarding turn did.
@@ -89,8 +111,21 @@ impl Bridge {
             source_finished: [false, false],
             finished_toward: [false, false],
             limit_bytes,
+            #[cfg(any(test, feature = "test-driver"))]
+            tap: None,
         }
     }
+
+    /// Records a chunk entering the bridge, when tapped (tests only).
+    #[cfg(any(test, feature = "test-driver"))]
+    fn record_tap(&mut self, from: End, data: &[u8]) {
+        if let Some(tap) = &mut self.tap {
+            tap.record(from, data);
+        }
+    }
+
+    #[cfg(not(any(test, feature = "test-driver")))]
+    fn record_tap(&mut self, _from: End, _data: &[u8]) {}
 
     /// Bytes parked in the bridge (at most one chunk per direction).
     pub(crate) fn buffered(&self) -> usize {
@@ -104,6 +139,7 @@ impl Bridge {
             return Ok(());
         }
         self.count(from, data.len())?;
+        self.record_tap(from, &data);
         self.pending[from as usize] = Some(data);
         Ok(())
     }
@@ -148,6 +184,7 @@ impl Bridge {
                     if let Err(end) = self.count(from, data.len()) {
                         return Turn::Done(end);
                     }
+                    self.record_tap(from, &data);
                     self.pending[from as usize] = Some(data);
                 }
                 Chunk::Finished => self.source_finished[from as usize] = true,

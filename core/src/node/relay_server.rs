@@ -72,6 +72,9 @@ pub(crate) struct RelayServer {
     pending: BTreeMap<CircuitId, PendingCircuit>,
     bridges: BTreeMap<CircuitId, Bridge>,
     stats: RelayStats,
+    /// Test-only: bytes to record per circuit, and what ended circuits recorded.
+    #[cfg(any(test, feature = "test-driver"))]
+    tap: Option<(usize, Vec<[Vec<u8>; 2]>)>,
 }
 
 impl RelayServer {
@@ -84,6 +87,8 @@ impl RelayServer {
             pending: BTreeMap::new(),
             bridges: BTreeMap::new(),
             stats: RelayStats::default(),
+            #[cfg(any(test, feature = "test-driver"))]
+            tap: None,
         }
     }
 
@@ -125,6 +130,32 @@ impl Node {
     #[must_use]
     pub fn relay_stats(&self) -> Option<RelayStats> {
         self.relay.as_ref().map(RelayServer::stats)
+    }
+
+    /// Test-only: from now on, records the first `max_bytes_per_circuit` bytes each new circuit
+    /// forwards (both directions together), exactly as the relay forwards them.
+    #[cfg(any(test, feature = "test-driver"))]
+    pub fn tap_forwarded(&mut self, max_bytes_per_circuit: usize) {
+        if let Some(server) = self.relay.as_mut() {
+            server.tap = Some((max_bytes_per_circuit, Vec::new()));
+        }
+    }
+
+    /// Test-only: what [`Node::tap_forwarded`] recorded, one byte string per circuit and
+    /// direction (source→target, then target→source), ended circuits first.
+    #[cfg(any(test, feature = "test-driver"))]
+    #[must_use]
+    pub fn forwarded_tap(&self) -> Vec<Vec<u8>> {
+        let Some(server) = self.relay.as_ref() else {
+            return Vec::new();
+        };
+        let ended = server.tap.iter().flat_map(|(_, ended)| ended.iter());
+        let live = server.bridges.values().filter_map(|b| b.tap.as_ref());
+        ended
+            .cloned()
+            .chain(live.map(|t| t.bytes.clone()))
+            .flatten()
+            .collect()
     }
 
     /// Answers on `stream` with one message, then finishes it and ignores what follows.
@@ -370,6 +401,13 @@ impl Node {
         }
         let limit = server.limits.circuit_limit();
         let mut bridge = Bridge::new(pending.source, target, limit.data_bytes);
+        #[cfg(any(test, feature = "test-driver"))]
+        if let Some((budget, _)) = server.tap {
+            bridge.tap = Some(super::bridge::BridgeTap {
+                budget,
+                ..Default::default()
+            });
+        }
         let preload = bridge
             .preload(End::Source, pending.source_rest)
             .and_then(|()| bridge.preload(End::Target, rest.freeze()));
@@ -484,6 +522,10 @@ impl Node {
         let Some(bridge) = server.bridges.remove(&circuit) else {
             return;
         };
+        #[cfg(any(test, feature = "test-driver"))]
+        if let (Some((_, ended)), Some(tap)) = (server.tap.as_mut(), bridge.tap.as_ref()) {
+            ended.push(tap.bytes.clone());
+        }
         let code = match end {
             BridgeEnd::Finished => None,
             BridgeEnd::DataLimit => Some(CODE_CIRCUIT_LIMIT),
