@@ -30,6 +30,10 @@ use crate::relay::wire::{
 /// connection watermark.
 pub const CLOSE_TRIMMED: u32 = 0x7472;
 
+/// Application close code of a connection closed because the node is draining (shutting down
+/// gracefully): clients fail over at once instead of waiting for the idle timeout (DESIGN §5.2).
+pub const CLOSE_DRAINING: u32 = 0x6472;
+
 /// Counters of the relay role, for metrics and tests.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RelayStats {
@@ -72,6 +76,8 @@ pub(crate) struct RelayServer {
     pending: BTreeMap<CircuitId, PendingCircuit>,
     bridges: BTreeMap<CircuitId, Bridge>,
     stats: RelayStats,
+    /// Draining: new reservations are refused.
+    draining: bool,
     /// Test-only: bytes to record per circuit, and what ended circuits recorded.
     #[cfg(any(test, feature = "test-driver"))]
     tap: Option<(usize, Vec<[Vec<u8>; 2]>)>,
@@ -87,6 +93,7 @@ impl RelayServer {
             pending: BTreeMap::new(),
             bridges: BTreeMap::new(),
             stats: RelayStats::default(),
+            draining: false,
             #[cfg(any(test, feature = "test-driver"))]
             tap: None,
         }
@@ -540,6 +547,23 @@ impl Node {
                     }
                 }
             }
+        }
+    }
+
+    /// Shuts down gracefully (DESIGN §5.2): refuses new reservations and closes every
+    /// connection with [`CLOSE_DRAINING`], so clients fail over at once. The node stays usable
+    /// for the few round trips the closes need; drop it after its connections are gone
+    /// ([`Node::stats`] `connections == 0`).
+    pub fn drain(&mut self, now: Instant) {
+        self.advance(now);
+        if let Some(server) = self.relay.as_mut() {
+            server.draining = true;
+        }
+        // No new connections either: without a server config the endpoint refuses them.
+        self.endpoint.set_server_config(None);
+        let ids: Vec<ConnectionId> = self.connections.keys().copied().collect();
+        for id in ids {
+            let _ = self.close(self.now, id, CLOSE_DRAINING, b"draining");
         }
     }
 
