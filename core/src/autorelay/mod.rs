@@ -142,6 +142,24 @@ impl AutoRelay {
         outcome
     }
 
+    /// Several candidates found at once (a bootstrap or static list, a DHT query): all are
+    /// added before any is chosen, so the choice is drawn among all of them.
+    pub fn add_candidates<'a>(
+        &mut self,
+        now: Instant,
+        candidates: impl IntoIterator<Item = (PeerId, &'a [Multiaddr])>,
+        source: CandidateSource,
+    ) -> Vec<AddOutcome> {
+        self.begin(now);
+        let unknown = self.config.unknown_rtt;
+        let outcomes = candidates
+            .into_iter()
+            .map(|(peer, addrs)| self.pool.add(now, peer, addrs, source, unknown))
+            .collect();
+        self.plan(now);
+        outcomes
+    }
+
     /// A connection to `peer` is up (ours after a [`AutoRelayAction::Dial`], or any other),
     /// with its handshake RTT.
     pub fn on_connected(&mut self, now: Instant, peer: PeerId, rtt: Duration) {
@@ -233,8 +251,9 @@ impl AutoRelay {
         circuit_addrs: &[Multiaddr],
     ) {
         self.begin(now);
-        let held = self.held_count();
-        let max = self.config.max_relays;
+        let (held, _, attempts) = self.counts();
+        // Adopting an unasked reservation must leave room for the attempts in flight.
+        let room = held + attempts < self.config.max_relays;
         let Some(c) = self.pool.get_mut(&peer) else {
             self.plan(now);
             return;
@@ -256,7 +275,7 @@ impl AutoRelay {
                 self.publish_addrs();
                 self.took(peer, purpose);
             }
-            Phase::Idle | Phase::Connected if held < max => {
+            Phase::Idle | Phase::Connected if room => {
                 // A reservation we did not ask for (or whose attempt timed out): keep it.
                 c.phase = Phase::Held { since: now, expire };
                 self.publish_addrs();
@@ -497,10 +516,6 @@ impl AutoRelay {
 
     fn cap(&self) -> usize {
         usize::try_from(self.config.max_switches_per_hour).unwrap_or(usize::MAX)
-    }
-
-    fn held_count(&self) -> usize {
-        self.pool.iter().filter(|c| c.is_held()).count()
     }
 
     /// A reservation on `peer` (held or in flight) ended by refusal or failure; the connection
