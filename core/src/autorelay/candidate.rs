@@ -100,6 +100,8 @@ pub struct CandidateView {
     pub sources: Vec<CandidateSource>,
     /// Where it stands.
     pub state: CandidateState,
+    /// Whether it is known to speak HOP.
+    pub hop: HopSupport,
     /// Smoothed RTT, if measured.
     pub rtt: Option<Duration>,
     /// Its score (lower is better).
@@ -234,6 +236,7 @@ impl Candidate {
             peer: self.peer,
             sources: self.sources.to_vec(),
             state: self.state(),
+            hop: self.hop,
             rtt: self.rtt,
             score: self.score(unknown_rtt),
             failures: self.failures,

@@ -143,7 +143,9 @@ impl AutoRelay {
     }
 
     /// Several candidates found at once (a bootstrap or static list, a DHT query): all are
-    /// added before any is chosen, so the choice is drawn among all of them.
+    /// added before any is chosen, so the choice is drawn among all of them. Returns one
+    /// outcome per candidate, in order.
+    #[must_use]
     pub fn add_candidates<'a>(
         &mut self,
         now: Instant,

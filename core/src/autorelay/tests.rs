@@ -438,6 +438,43 @@ fn refused_relay_is_shunned_and_retried_after_backoff_not_looped() {
 }
 
 #[test]
+fn refused_renewal_is_replaced_at_once_and_permission_denied_shuns_longest() {
+    let mut d = Driver::new(config(), 14);
+    for i in 0..4 {
+        d.relay(i, Behaviour::Accept, 50);
+    }
+    d.settle();
+    let held: Vec<PeerId> = d.held().into_iter().collect();
+    d.set_behaviour(
+        index_of(held[0]),
+        Behaviour::Refuse(Status::ReservationRefused),
+    );
+    d.set_behaviour(
+        index_of(held[1]),
+        Behaviour::Refuse(Status::PermissionDenied),
+    );
+    // Both renewals are refused at 3/4 of the lifetime; both are replaced at once.
+    d.advance(HOUR * 3 / 4);
+    let now = d.now;
+    let after = d.held();
+    assert_eq!(after.len(), 2);
+    assert!(!after.contains(&held[0]) && !after.contains(&held[1]));
+    let reasons: Vec<_> = d
+        .switches()
+        .iter()
+        .rev()
+        .take(2)
+        .map(|s| (s.0, s.3))
+        .collect();
+    assert_eq!(reasons, vec![(now, SwitchReason::Refused); 2]);
+    let refused = d.ar.candidate(&held[0]).unwrap();
+    let denied = d.ar.candidate(&held[1]).unwrap();
+    assert!(refused.shunned && denied.shunned);
+    assert!(refused.retry_at.unwrap() <= now + MINUTE);
+    assert_eq!(denied.retry_at.unwrap(), now + 30 * MINUTE);
+}
+
+#[test]
 fn restarted_relay_comes_back_after_backoff() {
     let mut d = Driver::new(config(), 6);
     d.relay(0, Behaviour::Accept, 30);
@@ -676,9 +713,15 @@ proptest! {
         seed in any::<u64>(),
         jitter_percent in 10u64..80,
         relays in 3usize..7,
+        loose in any::<bool>(),
     ) {
         let cap = 2;
-        let cfg = config().max_switches_per_hour(cap).min_dwell(5 * MINUTE);
+        // `loose` turns margin and dwell nearly off, so only the cap holds switching back.
+        let (margin, dwell) = if loose { (1, SECOND) } else { (30, 5 * MINUTE) };
+        let cfg = config()
+            .max_switches_per_hour(cap)
+            .switch_margin_percent(margin)
+            .min_dwell(dwell);
         let mut d = Driver::new(cfg, seed);
         let mut noise = ChaCha20Rng::seed_from_u64(seed ^ 0x5eed);
         for i in 0..relays {
@@ -707,6 +750,11 @@ proptest! {
             }
         }
         prop_assert_eq!(d.held().len(), 2);
+        if !loose && jitter_percent <= 20 {
+            // With the default margin, mild jitter alone never justifies a switch. (Heavy jitter
+            // can, rarely: two smoothed RTTs drift 30 % apart; the dwell and the cap bound it.)
+            prop_assert!(better.is_empty(), "{} switches from jitter alone", better.len());
+        }
     }
 }
 
