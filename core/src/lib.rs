@@ -36,6 +36,7 @@
 #![forbid(unsafe_code)]
 
 pub mod addr;
+pub mod autorelay;
 pub mod framing;
 pub mod identity;
 pub mod multistream;
