@@ -25,6 +25,8 @@ pub(crate) enum Action {
     RelayStreamFailed {
         stream: StreamHandle,
         role: RelayRole,
+        /// The peer refused the relay protocol itself (multistream `na`): it is no relay.
+        unsupported: bool,
         reason: String,
     },
     /// A bridged circuit end can make progress (readable, writable, reset, gone).

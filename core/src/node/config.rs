@@ -23,6 +23,7 @@ pub struct NodeConfig {
     pub(crate) listen_addrs: Vec<Multiaddr>,
     pub(crate) max_events: usize,
     pub(crate) relay_server: Option<crate::relay::limits::RelayLimits>,
+    pub(crate) auto_relay: Option<crate::autorelay::AutoRelayConfig>,
     pub(crate) deterministic_tls: bool,
 }
 
@@ -41,6 +42,7 @@ impl Default for NodeConfig {
             listen_addrs: Vec::new(),
             max_events: 65_536,
             relay_server: None,
+            auto_relay: None,
             deterministic_tls: false,
         }
     }
@@ -155,6 +157,15 @@ impl NodeConfig {
         self
     }
 
+    /// Turns on AutoRelay (DESIGN §5.2) with this configuration: the node keeps
+    /// `min_relays`..`max_relays` reservations on relays chosen from the candidates given to
+    /// [`Node::add_relay_candidates`](super::Node::add_relay_candidates) and from peers that
+    /// identify as relays, and replaces a lost one at once. Off by default.
+    pub fn auto_relay(&mut self, config: Option<crate::autorelay::AutoRelayConfig>) -> &mut Self {
+        self.auto_relay = config;
+        self
+    }
+
     /// Checks every value, naming the first bad setting.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |setting, why: &str| {
@@ -204,6 +215,12 @@ impl NodeConfig {
                     "a relay needs at least one listen address to announce in reservations",
                 );
             }
+        }
+        if let Some(auto) = &self.auto_relay {
+            auto.validate().map_err(|e| ConfigError::InvalidValue {
+                setting: "auto_relay",
+                why: e.to_string(),
+            })?;
         }
         if self.max_events == 0 {
             return invalid("max_events", "must be at least 1");

@@ -746,6 +746,7 @@ impl Conn {
                         id,
                     },
                     role,
+                    unsupported: false,
                     reason: match code {
                         Some(code) => format!("stream reset by peer (code {code})"),
                         None => "stream finished before its message".into(),
@@ -901,6 +902,12 @@ impl Conn {
                 (Purpose::Relay { role, .. }, _) => ctx.actions.push(Action::RelayStreamFailed {
                     stream,
                     role: *role,
+                    unsupported: matches!(
+                        failure,
+                        StreamOpenFailure::Negotiation(
+                            crate::multistream::NegotiationError::Unsupported { .. }
+                        )
+                    ),
                     reason: failure.to_string(),
                 }),
             },
@@ -908,6 +915,7 @@ impl Conn {
                 ctx.actions.push(Action::RelayStreamFailed {
                     stream,
                     role: *role,
+                    unsupported: false,
                     reason: failure.to_string(),
                 })
             }

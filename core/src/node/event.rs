@@ -8,6 +8,17 @@ use super::ids::{ConnectionId, Direction, StreamHandle};
 use crate::identity::PeerId;
 use crate::protocols::identify::IdentifyInfo;
 
+/// The kind of a [`Event::ReservationFailed`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReservationFailureKind {
+    /// The relay answered with this refusal status.
+    Refused(crate::relay::wire::Status),
+    /// The peer does not speak HOP: it is no relay.
+    HopUnsupported,
+    /// Anything else: a bad answer or voucher, a stream failure, a timeout.
+    Other,
+}
+
 /// Something that happened, reported by [`Node::poll_output`](super::Node::poll_output).
 #[derive(Debug, Clone)]
 #[must_use]
@@ -119,6 +130,8 @@ pub enum Event {
         relay: PeerId,
         /// Why.
         reason: String,
+        /// What kind of failure, for relay selection.
+        kind: ReservationFailureKind,
     },
     /// A reservation we held is gone (relay connection closed, renewal refused, expired).
     ReservationLost {
@@ -128,6 +141,21 @@ pub enum Event {
         relay: PeerId,
         /// Why.
         reason: String,
+    },
+    /// AutoRelay: the full set of circuit addresses to advertise changed. A new relay's
+    /// address is always added before a replaced one is withdrawn, so the set has no gap.
+    CircuitAddrsChanged {
+        /// Every circuit address through every held relay.
+        addrs: Vec<multiaddr::Multiaddr>,
+    },
+    /// AutoRelay took a relay into its held set.
+    RelaySwitched {
+        /// The relay it replaces, if any.
+        from: Option<PeerId>,
+        /// The relay now held.
+        to: PeerId,
+        /// Why.
+        why: crate::autorelay::SwitchReason,
     },
     /// The peer asked us to stop sending; further writes fail.
     StreamStopped {

@@ -5,6 +5,7 @@
 #![allow(clippy::result_large_err)]
 
 mod action;
+mod autorelay_driver;
 mod bridge;
 mod config;
 mod connection;
@@ -27,9 +28,10 @@ use bytes::{Bytes, BytesMut};
 use quinn_proto::{ConnectionHandle, DatagramEvent, EcnCodepoint, VarInt};
 use rand_chacha::ChaCha20Rng;
 
+pub use autorelay_driver::CLOSE_RELEASED;
 pub use config::{ConfigError, NodeConfig};
 pub use error::{ConnectionFailure, DialError, PingError, StreamError, StreamOpenFailure};
-pub use event::Event;
+pub use event::{Event, ReservationFailureKind};
 pub use ids::{ConnectionId, Direction, StreamHandle};
 pub use quinn_proto::Transmit;
 pub use relay_client::{ClientReservation, ReserveError};
@@ -187,6 +189,8 @@ pub struct Node {
     client: relay_client::RelayClient,
     /// Relayed connections touched by a command since their last pump.
     relayed_dirty: BTreeSet<ConnectionId>,
+    /// AutoRelay, if enabled.
+    autorelay: Option<autorelay_driver::AutoRelayDriver>,
 }
 
 impl std::fmt::Debug for Node {
@@ -250,6 +254,17 @@ impl Node {
             .relay_server
             .clone()
             .map(relay_server::RelayServer::new);
+        let autorelay = match &config.auto_relay {
+            Some(auto) => Some(autorelay_driver::AutoRelayDriver::new(
+                crate::autorelay::AutoRelay::new(auto.clone(), seeds.rng("autorelay")).map_err(
+                    |e| ConfigError::InvalidValue {
+                        setting: "auto_relay",
+                        why: e.to_string(),
+                    },
+                )?,
+            )),
+            None => None,
+        };
         supported.extend(config.protocols.iter().cloned());
         let supported: Arc<[String]> = supported.into();
         let events = EventQueue::new(config.max_events);
@@ -288,6 +303,7 @@ impl Node {
             relay,
             client: relay_client::RelayClient::default(),
             relayed_dirty: BTreeSet::new(),
+            autorelay,
         })
     }
 
@@ -447,6 +463,7 @@ impl Node {
         }
         self.relay_timeouts(now);
         self.client_timeouts(now);
+        self.autorelay_timeout(now);
         self.run_actions();
     }
 
@@ -694,6 +711,7 @@ impl Node {
             self.run_actions();
         }
         if let Some(event) = self.events.pop() {
+            self.observe_for_autorelay(&event);
             return Output::Event(event);
         }
         if let Some((transmit, data)) = self.responses.pop_front() {
@@ -720,11 +738,18 @@ impl Node {
         let next_deadline = self.deadlines.first().map(|&(at, _, _)| at);
         let relay_deadline = self.relay.as_ref().and_then(|r| r.next_deadline());
         let client_deadline = self.client.next_deadline();
-        let wake = [next_timer, next_deadline, relay_deadline, client_deadline]
-            .into_iter()
-            .flatten()
-            .min()
-            .unwrap_or(self.now + MAX_SLEEP);
+        let autorelay_deadline = self.autorelay_deadline();
+        let wake = [
+            next_timer,
+            next_deadline,
+            relay_deadline,
+            client_deadline,
+            autorelay_deadline,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+        .unwrap_or(self.now + MAX_SLEEP);
         Output::Timeout(wake)
     }
 
@@ -906,13 +931,14 @@ impl Node {
             Action::RelayStreamFailed {
                 stream,
                 role,
+                unsupported,
                 reason,
             } => match role {
                 RelayRole::HopServe | RelayRole::Stop { .. } | RelayRole::AwaitingTarget { .. } => {
                     self.on_relay_server_stream_failed(stream, role)
                 }
                 RelayRole::Reserve | RelayRole::Connect { .. } | RelayRole::StopServe => {
-                    self.on_relay_client_stream_failed(stream, role, reason)
+                    self.on_relay_client_stream_failed(stream, role, unsupported, reason)
                 }
             },
             Action::Bridge { circuit } => self.run_bridge(circuit),

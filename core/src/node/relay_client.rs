@@ -12,6 +12,7 @@ use multiaddr::{Multiaddr, Protocol};
 use super::Node;
 use super::connection::{Conn, ConnState};
 use super::error::{ConnectionFailure, DialError, StreamError};
+use super::event::ReservationFailureKind;
 use super::ids::{ConnectionId, Direction, StreamHandle};
 use super::relayed::{CircuitRole, RelayedTransport};
 use super::stream::{Purpose, RelayRole, StreamKind};
@@ -107,6 +108,14 @@ impl Node {
         self.client.in_flight.insert(connection);
         self.process(connection);
         Ok(())
+    }
+
+    /// Stops renewing our reservation over `connection` and forgets it (AutoRelay released
+    /// the relay; its address was already withdrawn).
+    pub(crate) fn release_reservation(&mut self, connection: ConnectionId) {
+        if let Some(old) = self.client.reservations.remove(&connection) {
+            self.client.renewals.remove(&(old.renew_at, connection));
+        }
     }
 
     /// The reservation we hold over `connection`, if any.
@@ -226,19 +235,23 @@ impl Node {
         let response = frame
             .map_err(DecodeError::from)
             .and_then(HopResponse::decode);
+        let other = ReservationFailureKind::Other;
         let outcome = match response {
-            Err(error) => Err(format!("bad answer from the relay: {error}")),
-            Ok(HopResponse { status, .. }) if status != Status::Ok => {
-                Err(format!("refused with {status:?}"))
-            }
+            Err(error) => Err((format!("bad answer from the relay: {error}"), other)),
+            Ok(HopResponse { status, .. }) if status != Status::Ok => Err((
+                format!("refused with {status:?}"),
+                ReservationFailureKind::Refused(status),
+            )),
             Ok(HopResponse {
                 reservation: None, ..
-            }) => Err("OK without a reservation".to_owned()),
+            }) => Err(("OK without a reservation".to_owned(), other)),
             Ok(HopResponse {
                 reservation: Some(info),
                 limit,
                 ..
-            }) => self.check_reservation(relay, info, limit),
+            }) => self
+                .check_reservation(relay, info, limit)
+                .map_err(|reason| (reason, other)),
         };
         let had = self.client.reservations.contains_key(&connection);
         match outcome {
@@ -263,11 +276,12 @@ impl Node {
                     .insert((reservation.renew_at, connection));
                 self.events.push(event);
             }
-            Err(reason) => {
+            Err((reason, kind)) => {
                 self.events.push(super::Event::ReservationFailed {
                     connection,
                     relay,
                     reason: reason.clone(),
+                    kind,
                 });
                 if let Some(old) = self.client.reservations.remove(&connection) {
                     self.client.renewals.remove(&(old.renew_at, connection));
@@ -328,6 +342,7 @@ impl Node {
         &mut self,
         stream: StreamHandle,
         role: RelayRole,
+        unsupported: bool,
         reason: String,
     ) {
         match role {
@@ -339,6 +354,11 @@ impl Node {
                         connection,
                         relay,
                         reason: reason.clone(),
+                        kind: if unsupported {
+                            ReservationFailureKind::HopUnsupported
+                        } else {
+                            ReservationFailureKind::Other
+                        },
                     });
                     if let Some(reservation) = self.client.reservations.get(&connection).cloned() {
                         // Still live: retry the renewal soon rather than lose it.

@@ -19,7 +19,7 @@
 //! ```
 
 use std::cmp::Ordering;
-use std::collections::{BTreeMap, BinaryHeap};
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
@@ -116,6 +116,8 @@ pub struct NetStats {
     pub lost: u64,
     /// Datagrams sent to an address no node has.
     pub unroutable: u64,
+    /// Datagrams dropped because their sender or receiver was isolated.
+    pub isolated: u64,
 }
 
 /// A set of nodes on a virtual network with a virtual clock.
@@ -135,6 +137,8 @@ pub struct World {
     external: BTreeMap<SocketAddr, Vec<ExternalDatagram>>,
     /// Running SHA-256 over every delivered datagram and every emitted event.
     trace: ring::digest::Context,
+    /// Nodes cut off from the network: nothing they send or are sent arrives.
+    isolated: BTreeSet<SocketAddr>,
 }
 
 /// A datagram a node sent to an external host (see [`World::add_external`]).
@@ -170,6 +174,7 @@ impl World {
             stats: NetStats::default(),
             external: BTreeMap::new(),
             trace: ring::digest::Context::new(&ring::digest::SHA256),
+            isolated: BTreeSet::new(),
         }
     }
 
@@ -181,10 +186,13 @@ impl World {
     /// Adds a node whose key and seed derive from the world's seed and its index. Its TLS
     /// randomness derives from its seed too ([`NodeConfig::deterministic_tls`] is forced on).
     pub fn add_node(&mut self, config: NodeConfig) -> usize {
-        let octet = u8::try_from(self.nodes.len() + 1).expect("at most 255 nodes in a test world");
+        // 127.0.1.1 for the first node, as before; 250 nodes per /24 after that.
+        let index = self.nodes.len();
+        let third = u8::try_from(1 + index / 250).expect("at most 63,750 nodes in a test world");
+        let octet = u8::try_from(1 + index % 250).expect("index % 250 + 1 fits in a byte");
         self.add_node_at(
             config,
-            SocketAddr::new(IpAddr::V4(Ipv4Addr::new(127, 0, 1, octet)), 4001),
+            SocketAddr::new(IpAddr::V4(Ipv4Addr::new(127, 0, third, octet)), 4001),
         )
     }
 
@@ -287,6 +295,17 @@ impl World {
     fn elapsed_nanos(&self) -> u64 {
         // u64 nanoseconds last 584 years of virtual time.
         u64::try_from(self.elapsed().as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    /// Cuts a node off the network (as a crash or a partition looks to its peers): from now
+    /// on nothing it sends or is sent arrives, including datagrams already in flight.
+    pub fn isolate(&mut self, index: usize) {
+        self.isolated.insert(self.nodes[index].addr);
+    }
+
+    /// Reconnects an isolated node.
+    pub fn heal(&mut self, index: usize) {
+        self.isolated.remove(&self.nodes[index].addr);
     }
 
     /// Network counters.
@@ -419,6 +438,10 @@ impl World {
     }
 
     fn send(&mut self, from: SocketAddr, to: SocketAddr, data: Vec<u8>) {
+        if self.isolated.contains(&from) || self.isolated.contains(&to) {
+            self.stats.isolated += 1;
+            return;
+        }
         if self.link.loss > 0.0 {
             let draw = self.link_rng.next_u64() as f64 / u64::MAX as f64;
             if draw < self.link.loss {
@@ -462,6 +485,10 @@ impl World {
             let Some(datagram) = self.queue.pop() else {
                 break;
             };
+            if self.isolated.contains(&datagram.to) || self.isolated.contains(&datagram.from) {
+                self.stats.isolated += 1;
+                continue;
+            }
             if let Some(mailbox) = self.external.get_mut(&datagram.to) {
                 self.stats.delivered += 1;
                 mailbox.push(ExternalDatagram {
