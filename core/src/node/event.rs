@@ -157,6 +157,26 @@ pub enum Event {
         /// Why.
         why: crate::autorelay::SwitchReason,
     },
+    /// A [`Node::dial_circuit`](super::Node::dial_circuit) succeeded through one of the
+    /// relays.
+    CircuitDialSucceeded {
+        /// The dial.
+        dial: super::circuit_dial::CircuitDialId,
+        /// The peer dialed.
+        target: PeerId,
+        /// The relayed connection (already reported established).
+        connection: ConnectionId,
+    },
+    /// A [`Node::dial_circuit`](super::Node::dial_circuit) failed through every relay in
+    /// every round.
+    CircuitDialFailed {
+        /// The dial.
+        dial: super::circuit_dial::CircuitDialId,
+        /// The peer dialed.
+        target: PeerId,
+        /// What each attempt ran into, in order.
+        errors: Vec<String>,
+    },
     /// The peer asked us to stop sending; further writes fail.
     StreamStopped {
         /// The stream.

@@ -7,6 +7,7 @@
 mod action;
 mod autorelay_driver;
 mod bridge;
+mod circuit_dial;
 mod config;
 mod connection;
 mod error;
@@ -29,6 +30,9 @@ use quinn_proto::{ConnectionHandle, DatagramEvent, EcnCodepoint, VarInt};
 use rand_chacha::ChaCha20Rng;
 
 pub use autorelay_driver::CLOSE_RELEASED;
+pub use circuit_dial::{
+    CIRCUIT_DIAL_BACKOFF, CIRCUIT_DIAL_ROUNDS, CircuitAddrError, CircuitDialId,
+};
 pub use config::{ConfigError, NodeConfig};
 pub use error::{ConnectionFailure, DialError, PingError, StreamError, StreamOpenFailure};
 pub use event::{Event, ReservationFailureKind};
@@ -191,6 +195,8 @@ pub struct Node {
     relayed_dirty: BTreeSet<ConnectionId>,
     /// AutoRelay, if enabled.
     autorelay: Option<autorelay_driver::AutoRelayDriver>,
+    /// Dials through circuit addresses in flight.
+    circuit_dials: circuit_dial::CircuitDials,
 }
 
 impl std::fmt::Debug for Node {
@@ -304,6 +310,7 @@ impl Node {
             client: relay_client::RelayClient::default(),
             relayed_dirty: BTreeSet::new(),
             autorelay,
+            circuit_dials: circuit_dial::CircuitDials::default(),
         })
     }
 
@@ -464,6 +471,7 @@ impl Node {
         self.relay_timeouts(now);
         self.client_timeouts(now);
         self.autorelay_timeout(now);
+        self.circuit_dial_timeouts(now);
         self.run_actions();
     }
 
@@ -712,6 +720,7 @@ impl Node {
         }
         if let Some(event) = self.events.pop() {
             self.observe_for_autorelay(&event);
+            self.observe_for_circuit_dials(&event);
             return Output::Event(event);
         }
         if let Some((transmit, data)) = self.responses.pop_front() {
@@ -739,7 +748,9 @@ impl Node {
         let relay_deadline = self.relay.as_ref().and_then(|r| r.next_deadline());
         let client_deadline = self.client.next_deadline();
         let autorelay_deadline = self.autorelay_deadline();
+        let dial_deadline = self.circuit_dials.next_deadline();
         let wake = [
+            dial_deadline,
             next_timer,
             next_deadline,
             relay_deadline,
