@@ -132,7 +132,13 @@ pub(crate) struct Driver {
     policy_out: Vec<PolicyAction>,
     /// A stream became readable or writable during the last drain.
     stream_progress: bool,
+    /// Why recently closed connections ended, so a later call on them reports the reason
+    /// rather than "unknown connection". Bounded by [`RECENTLY_CLOSED`].
+    closed: std::collections::VecDeque<(ConnectionId, ConnectionFailure)>,
 }
+
+/// Closed connections whose reason the driver remembers.
+const RECENTLY_CLOSED: usize = 256;
 
 pub(crate) fn unix_now() -> Duration {
     SystemTime::now()
@@ -174,6 +180,7 @@ impl Driver {
             draining: None,
             policy_out: Vec::new(),
             stream_progress: false,
+            closed: std::collections::VecDeque::new(),
         }
     }
 
@@ -190,13 +197,16 @@ impl Driver {
             // Drain; events seen while draining may unblock parked reads and writes, whose
             // retries are commands that need another drain. Bounded: each pass either moves
             // bytes or finds nothing to do.
-            for _ in 0..64 {
+            // Parked operations are retried only after a drain, so a connection that just
+            // ended has reported its close reason before a retry fails on it.
+            for pass in 0..64 {
                 self.stream_progress = false;
                 if let Err(error) = self.drain().await {
                     tracing::error!(%error, "UDP send failed; stopping the node");
                     return;
                 }
-                if !self.stream_progress || (self.reads.is_empty() && self.writes.is_empty()) {
+                let parked = !(self.reads.is_empty() && self.writes.is_empty());
+                if !parked || (pass > 0 && !self.stream_progress) {
                     break;
                 }
                 self.retry_parked();
@@ -242,7 +252,6 @@ impl Driver {
                     self.run_policy_actions();
                 }
             }
-            self.retry_parked();
         }
     }
 
@@ -324,6 +333,10 @@ impl Driver {
                     m.connections_closed.inc();
                 }
                 self.fail_connection(*connection, failure);
+                if self.closed.len() >= RECENTLY_CLOSED {
+                    self.closed.pop_front();
+                }
+                self.closed.push_back((*connection, failure.clone()));
             }
             Event::ReservationAccepted {
                 connection, relay, ..
@@ -537,7 +550,8 @@ impl Driver {
             } => self.try_write(stream, data, reply),
             Command::Read { stream, max, reply } => self.try_read(stream, max, reply),
             Command::Finish { stream, reply } => {
-                let _ = reply.send(self.node.finish(now, stream).map_err(Error::Stream));
+                let result = self.node.finish(now, stream);
+                let _ = reply.send(result.map_err(|e| self.stream_error(e)));
             }
             Command::Reset { stream, code } => {
                 self.reads.remove(&stream);
@@ -594,7 +608,7 @@ impl Driver {
                     return;
                 }
                 Err(error) => {
-                    let _ = reply.send(Err(Error::Stream(error)));
+                    let _ = reply.send(Err(self.stream_error(error)));
                     return;
                 }
             }
@@ -614,9 +628,24 @@ impl Driver {
                 self.reads.insert(stream, (max, reply));
             }
             Err(error) => {
-                let _ = reply.send(Err(Error::Stream(error)));
+                let _ = reply.send(Err(self.stream_error(error)));
             }
         }
+    }
+
+    /// A stream error, with the close reason when its connection is gone.
+    fn stream_error(&self, error: dep2p_core::node::StreamError) -> Error {
+        use dep2p_core::node::StreamError as E;
+        let connection = match &error {
+            E::UnknownConnection(c) | E::NotEstablished(c) => Some(*c),
+            E::UnknownStream(s) => Some(s.connection()),
+            _ => None,
+        };
+        connection
+            .and_then(|c| self.closed.iter().rev().find(|(id, _)| *id == c))
+            .map_or(Error::Stream(error), |(_, failure)| {
+                Error::ConnectionClosed(failure.clone())
+            })
     }
 
     /// Retries every parked read and write. Cheap (one entry per blocked stream) and immune to

@@ -130,7 +130,7 @@ fn killing_the_relay_mid_transfer_fails_the_dialer_clearly_and_the_node_reserves
     let stderr = dial.stderr();
     assert!(
         stderr.contains("error: transfer failed after")
-            && stderr.contains("lost")
+            && stderr.contains("lost: connection closed")
             && stderr.contains(&a_peer),
         "a clear error naming the relay: {stderr}"
     );
