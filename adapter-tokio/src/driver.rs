@@ -1,0 +1,700 @@
+//! One task per socket drives one [`Node`]: drain its outputs, then `select!` on the socket,
+//! the command channel and one sleep (reset only when the deadline changes).
+//!
+//! Applications talk to the task through a [`NodeHandle`](crate::NodeHandle): every call is a
+//! [`Command`] with a oneshot reply. Reads and writes that cannot progress now are parked in the
+//! driver and retried after every input, so no wake-up can be missed.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use dep2p_core::identity::PeerId;
+use dep2p_core::node::{
+    ClientReservation, ConnectionFailure, ConnectionId, DialError, Event, Node, NodeStats, Output,
+    ReadOutcome, RelayStats, StreamHandle, StreamOpenFailure,
+};
+use tokio::sync::{broadcast, mpsc, oneshot};
+
+use crate::failover::{PolicyAction, PolicyNotice, RelayPolicy};
+use crate::handle::{AdapterEvent, Error, InboundStream};
+use crate::io::UdpIo;
+use crate::metrics::Metrics;
+
+/// The application close code a draining node closes its connections with: ASCII `DRN`.
+/// Clients seeing it know the relay is going away on purpose and fail over at once
+/// (DESIGN §5.2 graceful drain).
+pub const DRAIN_CLOSE_CODE: u32 = 0x0044_524e;
+
+/// Reply channel of a command.
+pub(crate) type Reply<T> = oneshot::Sender<Result<T, Error>>;
+
+/// What a handle asks the driver to do.
+pub(crate) enum Command {
+    Dial {
+        addr: SocketAddr,
+        peer: PeerId,
+        reply: Reply<ConnectionId>,
+    },
+    DialThroughRelay {
+        relay_connection: ConnectionId,
+        target: PeerId,
+        reply: Reply<ConnectionId>,
+    },
+    Reserve {
+        connection: ConnectionId,
+        reply: Reply<ClientReservation>,
+    },
+    OpenStream {
+        connection: ConnectionId,
+        protocol: String,
+        reply: Reply<StreamHandle>,
+    },
+    Write {
+        stream: StreamHandle,
+        data: Bytes,
+        reply: Reply<()>,
+    },
+    Read {
+        stream: StreamHandle,
+        max: usize,
+        reply: Reply<Option<Bytes>>,
+    },
+    Finish {
+        stream: StreamHandle,
+        reply: Reply<()>,
+    },
+    Reset {
+        stream: StreamHandle,
+        code: u32,
+    },
+    Ping {
+        connection: ConnectionId,
+        reply: Reply<Duration>,
+    },
+    Close {
+        connection: ConnectionId,
+        code: u32,
+    },
+    Stats {
+        reply: Reply<Snapshot>,
+    },
+    Drain {
+        timeout: Duration,
+        reply: Reply<()>,
+    },
+}
+
+/// A point-in-time view of a node, for metrics and tests.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    /// The node's counters.
+    pub node: NodeStats,
+    /// The relay role's counters, if this node is a relay.
+    pub relay: Option<RelayStats>,
+    /// Relays on which we hold a reservation now.
+    pub reserved_on: Vec<PeerId>,
+}
+
+/// What the driver knows about an established connection.
+#[derive(Debug, Clone, Copy)]
+struct ConnInfo {
+    peer: PeerId,
+}
+
+struct Draining {
+    until: Instant,
+    reply: Option<Reply<()>>,
+}
+
+pub(crate) struct Driver {
+    pub(crate) node: Node,
+    pub(crate) io: UdpIo,
+    pub(crate) commands: mpsc::Receiver<Command>,
+    pub(crate) events: broadcast::Sender<AdapterEvent>,
+    pub(crate) inbound: mpsc::Sender<InboundStream>,
+    pub(crate) policy: Option<Box<dyn RelayPolicy>>,
+    pub(crate) metrics: Option<Arc<Metrics>>,
+    pub(crate) handle: crate::handle::WeakHandle,
+    buf: Vec<u8>,
+    wake: Instant,
+    dials: BTreeMap<ConnectionId, Reply<ConnectionId>>,
+    reserves: BTreeMap<ConnectionId, Reply<ClientReservation>>,
+    opens: BTreeMap<StreamHandle, Reply<StreamHandle>>,
+    pings: BTreeMap<ConnectionId, Reply<Duration>>,
+    reads: BTreeMap<StreamHandle, (usize, Reply<Option<Bytes>>)>,
+    writes: BTreeMap<StreamHandle, (Bytes, Reply<()>)>,
+    connections: BTreeMap<ConnectionId, ConnInfo>,
+    reservations: BTreeMap<ConnectionId, PeerId>,
+    draining: Option<Draining>,
+    policy_out: Vec<PolicyAction>,
+    /// A stream became readable or writable during the last drain.
+    stream_progress: bool,
+    /// Why recently closed connections ended, so a later call on them reports the reason
+    /// rather than "unknown connection". Bounded by [`RECENTLY_CLOSED`].
+    closed: std::collections::VecDeque<(ConnectionId, ConnectionFailure)>,
+}
+
+/// Closed connections whose reason the driver remembers.
+const RECENTLY_CLOSED: usize = 256;
+
+pub(crate) fn unix_now() -> Duration {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+}
+
+impl Driver {
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        node: Node,
+        io: UdpIo,
+        commands: mpsc::Receiver<Command>,
+        events: broadcast::Sender<AdapterEvent>,
+        inbound: mpsc::Sender<InboundStream>,
+        policy: Option<Box<dyn RelayPolicy>>,
+        metrics: Option<Arc<Metrics>>,
+        handle: crate::handle::WeakHandle,
+    ) -> Self {
+        Self {
+            node,
+            io,
+            commands,
+            events,
+            inbound,
+            policy,
+            metrics,
+            handle,
+            buf: Vec::with_capacity(64 * 1024),
+            wake: Instant::now(),
+            dials: BTreeMap::new(),
+            reserves: BTreeMap::new(),
+            opens: BTreeMap::new(),
+            pings: BTreeMap::new(),
+            reads: BTreeMap::new(),
+            writes: BTreeMap::new(),
+            connections: BTreeMap::new(),
+            reservations: BTreeMap::new(),
+            draining: None,
+            policy_out: Vec::new(),
+            stream_progress: false,
+            closed: std::collections::VecDeque::new(),
+        }
+    }
+
+    /// Runs until every handle is dropped, or a drain completes.
+    pub(crate) async fn run(mut self) {
+        if let Some(policy) = self.policy.as_mut() {
+            policy.start(Instant::now(), &mut self.policy_out);
+        }
+        self.run_policy_actions();
+        let sleep = tokio::time::sleep_until(tokio::time::Instant::now());
+        tokio::pin!(sleep);
+        let mut sleep_at: Option<Instant> = None;
+        loop {
+            // Drain; events seen while draining may unblock parked reads and writes, whose
+            // retries are commands that need another drain. Bounded: each pass either moves
+            // bytes or finds nothing to do.
+            // Parked operations are retried only after a drain, so a connection that just
+            // ended has reported its close reason before a retry fails on it.
+            for pass in 0..64 {
+                self.stream_progress = false;
+                if let Err(error) = self.drain().await {
+                    tracing::error!(%error, "UDP send failed; stopping the node");
+                    return;
+                }
+                let parked = !(self.reads.is_empty() && self.writes.is_empty());
+                if !parked || (pass > 0 && !self.stream_progress) {
+                    break;
+                }
+                self.retry_parked();
+            }
+            if self.drain_finished() {
+                return;
+            }
+            let deadline = self.deadline();
+            if sleep_at != Some(deadline) {
+                sleep_at = Some(deadline);
+                sleep
+                    .as_mut()
+                    .reset(tokio::time::Instant::from_std(deadline));
+            }
+            tokio::select! {
+                readable = self.io.readable() => {
+                    if let Err(error) = readable {
+                        tracing::error!(%error, "UDP socket failed; stopping the node");
+                        return;
+                    }
+                    self.receive();
+                }
+                command = self.commands.recv() => {
+                    let Some(command) = command else { return };
+                    self.apply(command);
+                    // Take what else is queued, bounded so the socket is not starved.
+                    for _ in 0..64 {
+                        match self.commands.try_recv() {
+                            Ok(command) => self.apply(command),
+                            Err(_) => break,
+                        }
+                    }
+                }
+                () = &mut sleep => {
+                    sleep_at = None;
+                    let now = Instant::now();
+                    self.node.handle_timeout(now);
+                    if let Some(policy) = self.policy.as_mut()
+                        && policy.next_wakeup().is_some_and(|at| at <= now)
+                    {
+                        policy.on_timeout(now, &mut self.policy_out);
+                    }
+                    self.run_policy_actions();
+                }
+            }
+        }
+    }
+
+    fn deadline(&self) -> Instant {
+        let policy = self.policy.as_ref().and_then(|p| p.next_wakeup());
+        let drain = self.draining.as_ref().map(|d| d.until);
+        [Some(self.wake), policy, drain]
+            .into_iter()
+            .flatten()
+            .min()
+            .unwrap_or(self.wake)
+    }
+
+    fn receive(&mut self) {
+        // Bounded batches per wake-up, so commands and timers are not starved under load.
+        for _ in 0..16 {
+            let node = &mut self.node;
+            let now = Instant::now();
+            match self
+                .io
+                .try_recv(|datagram| node.handle_datagram(now, datagram))
+            {
+                Ok(true) => {}
+                Ok(false) => return,
+                Err(error) => {
+                    tracing::warn!(%error, "UDP receive failed");
+                    return;
+                }
+            }
+        }
+    }
+
+    /// The drain rule: poll until `Timeout`, sending transmits and handling events.
+    async fn drain(&mut self) -> std::io::Result<()> {
+        loop {
+            match self.node.poll_output(&mut self.buf) {
+                Output::Transmit(transmit) => {
+                    let size = transmit.size;
+                    self.io.send(&transmit, &self.buf[..size]).await?;
+                }
+                Output::Event(event) => self.on_event(event),
+                Output::Timeout(at) => {
+                    self.wake = at;
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    fn on_event(&mut self, event: Event) {
+        let now = Instant::now();
+        match &event {
+            Event::ConnectionEstablished {
+                connection, peer, ..
+            } => {
+                self.connections
+                    .insert(*connection, ConnInfo { peer: *peer });
+                if let Some(m) = &self.metrics {
+                    m.connections_established.inc();
+                }
+                if let Some(reply) = self.dials.remove(connection) {
+                    let _ = reply.send(Ok(*connection));
+                }
+                if self.draining.is_some() {
+                    // Refuse new work while draining.
+                    let _ = self
+                        .node
+                        .close(now, *connection, DRAIN_CLOSE_CODE, b"draining");
+                }
+            }
+            Event::ConnectionClosed {
+                connection,
+                failure,
+                ..
+            } => {
+                self.connections.remove(connection);
+                self.reservations.remove(connection);
+                if let Some(m) = &self.metrics {
+                    m.connections_closed.inc();
+                }
+                self.fail_connection(*connection, failure);
+                if self.closed.len() >= RECENTLY_CLOSED {
+                    self.closed.pop_front();
+                }
+                self.closed.push_back((*connection, failure.clone()));
+            }
+            Event::ReservationAccepted {
+                connection, relay, ..
+            } => {
+                self.reservations.insert(*connection, *relay);
+                if let (Some(reply), Some(reservation)) = (
+                    self.reserves.remove(connection),
+                    self.node.reservation(*connection),
+                ) {
+                    let _ = reply.send(Ok(reservation.clone()));
+                }
+            }
+            Event::ReservationFailed {
+                connection, reason, ..
+            } => {
+                if let Some(reply) = self.reserves.remove(connection) {
+                    let _ = reply.send(Err(Error::Reservation(reason.clone())));
+                }
+            }
+            Event::ReservationLost { connection, .. } => {
+                self.reservations.remove(connection);
+            }
+            Event::StreamReady { stream, .. } => {
+                self.stream_progress = true;
+                if let Some(reply) = self.opens.remove(stream) {
+                    let _ = reply.send(Ok(*stream));
+                }
+            }
+            Event::StreamOpenFailed { stream, failure } => {
+                if let Some(reply) = self.opens.remove(stream) {
+                    let _ = reply.send(Err(Error::StreamOpen(failure.clone())));
+                }
+            }
+            Event::InboundStream { stream, protocol } => {
+                let peer = self
+                    .connections
+                    .get(&stream.connection())
+                    .map(|c| c.peer)
+                    .or_else(|| self.node.connection_peer(stream.connection()));
+                let accepted = self.handle.upgrade().is_some_and(|handle| {
+                    let inbound = InboundStream {
+                        stream: crate::handle::Stream::new(handle, *stream),
+                        protocol: protocol.clone(),
+                        peer,
+                    };
+                    self.inbound.try_send(inbound).is_ok()
+                });
+                if !accepted {
+                    tracing::debug!(%stream, "no room for an inbound stream; resetting it");
+                    let _ = self.node.reset(now, *stream, 0);
+                }
+            }
+            Event::PingSucceeded { connection, rtt } => {
+                if let Some(reply) = self.pings.remove(connection) {
+                    let _ = reply.send(Ok(*rtt));
+                }
+            }
+            Event::PingFailed { connection, reason } => {
+                if let Some(reply) = self.pings.remove(connection) {
+                    let _ = reply.send(Err(Error::Ping(reason.clone())));
+                }
+            }
+            Event::StreamReadable { .. }
+            | Event::StreamWritable { .. }
+            | Event::StreamStopped { .. } => self.stream_progress = true,
+            _ => {}
+        }
+        if let Some(policy) = self.policy.as_mut() {
+            policy.on_event(now, &event, &mut self.policy_out);
+        }
+        self.run_policy_actions();
+        let _ = self.events.send(AdapterEvent::Node(event));
+    }
+
+    /// Fails every waiter on a connection that ended.
+    fn fail_connection(&mut self, connection: ConnectionId, failure: &ConnectionFailure) {
+        let closed = || Error::ConnectionClosed(failure.clone());
+        if let Some(reply) = self.dials.remove(&connection) {
+            let _ = reply.send(Err(closed()));
+        }
+        if let Some(reply) = self.reserves.remove(&connection) {
+            let _ = reply.send(Err(closed()));
+        }
+        if let Some(reply) = self.pings.remove(&connection) {
+            let _ = reply.send(Err(closed()));
+        }
+        let on_conn = |s: &StreamHandle| s.connection() == connection;
+        let opens: Vec<_> = self.opens.keys().copied().filter(on_conn).collect();
+        for stream in opens {
+            if let Some(reply) = self.opens.remove(&stream) {
+                let _ = reply.send(Err(Error::StreamOpen(StreamOpenFailure::ConnectionClosed)));
+            }
+        }
+        let reads: Vec<_> = self.reads.keys().copied().filter(on_conn).collect();
+        for stream in reads {
+            if let Some((_, reply)) = self.reads.remove(&stream) {
+                let _ = reply.send(Err(closed()));
+            }
+        }
+        let writes: Vec<_> = self.writes.keys().copied().filter(on_conn).collect();
+        for stream in writes {
+            if let Some((_, reply)) = self.writes.remove(&stream) {
+                let _ = reply.send(Err(closed()));
+            }
+        }
+    }
+
+    fn run_policy_actions(&mut self) {
+        let now = Instant::now();
+        while !self.policy_out.is_empty() {
+            let actions = std::mem::take(&mut self.policy_out);
+            for action in actions {
+                match action {
+                    PolicyAction::Dial { addr, peer } => {
+                        let result = self
+                            .node
+                            .dial(now, addr, peer)
+                            .map_err(|e: DialError| e.to_string());
+                        tracing::info!(relay = %peer, %addr, ok = result.is_ok(), "dialing relay");
+                        if let Some(policy) = self.policy.as_mut() {
+                            policy.on_dial_started(now, peer, result, &mut self.policy_out);
+                        }
+                    }
+                    PolicyAction::Reserve { connection } => {
+                        if let Err(error) = self.node.reserve(now, connection) {
+                            tracing::warn!(%connection, %error, "reserve failed to start");
+                        }
+                    }
+                    PolicyAction::Close { connection } => {
+                        let _ = self.node.close(now, connection, 0, b"not wanted");
+                    }
+                    PolicyAction::Notice(notice) => {
+                        let PolicyNotice::RelaySwitched {
+                            from,
+                            to,
+                            took,
+                            why,
+                        } = &notice;
+                        tracing::info!(%from, %to, ?took, %why, "relay switched");
+                        if let Some(m) = &self.metrics {
+                            m.relay_switches.inc();
+                            m.failover_seconds.observe(took.as_secs_f64());
+                        }
+                        let _ = self.events.send(AdapterEvent::Policy(notice));
+                    }
+                }
+            }
+        }
+    }
+
+    fn apply(&mut self, command: Command) {
+        let now = Instant::now();
+        let draining = self.draining.is_some();
+        match command {
+            Command::Dial { addr, peer, reply } => {
+                if draining {
+                    let _ = reply.send(Err(Error::Draining));
+                    return;
+                }
+                match self.node.dial(now, addr, peer) {
+                    Ok(connection) => {
+                        self.dials.insert(connection, reply);
+                    }
+                    Err(error) => {
+                        let _ = reply.send(Err(Error::Dial(error)));
+                    }
+                }
+            }
+            Command::DialThroughRelay {
+                relay_connection,
+                target,
+                reply,
+            } => {
+                if draining {
+                    let _ = reply.send(Err(Error::Draining));
+                    return;
+                }
+                match self.node.dial_through_relay(now, relay_connection, target) {
+                    Ok(connection) => {
+                        self.dials.insert(connection, reply);
+                    }
+                    Err(error) => {
+                        let _ = reply.send(Err(Error::Dial(error)));
+                    }
+                }
+            }
+            Command::Reserve { connection, reply } => match self.node.reserve(now, connection) {
+                Ok(()) => {
+                    self.reserves.insert(connection, reply);
+                }
+                Err(error) => {
+                    let _ = reply.send(Err(Error::Reservation(error.to_string())));
+                }
+            },
+            Command::OpenStream {
+                connection,
+                protocol,
+                reply,
+            } => match self.node.open_stream(now, connection, &protocol) {
+                Ok(stream) => {
+                    self.opens.insert(stream, reply);
+                }
+                Err(error) => {
+                    let _ = reply.send(Err(Error::Stream(error)));
+                }
+            },
+            Command::Write {
+                stream,
+                data,
+                reply,
+            } => self.try_write(stream, data, reply),
+            Command::Read { stream, max, reply } => self.try_read(stream, max, reply),
+            Command::Finish { stream, reply } => {
+                let result = self.node.finish(now, stream);
+                let _ = reply.send(result.map_err(|e| self.stream_error(e)));
+            }
+            Command::Reset { stream, code } => {
+                self.reads.remove(&stream);
+                self.writes.remove(&stream);
+                let _ = self.node.reset(now, stream, code);
+            }
+            Command::Ping { connection, reply } => match self.node.ping(now, connection) {
+                Ok(()) => {
+                    self.pings.insert(connection, reply);
+                }
+                Err(error) => {
+                    let _ = reply.send(Err(Error::Ping(error.to_string())));
+                }
+            },
+            Command::Close { connection, code } => {
+                let _ = self.node.close(now, connection, code, b"");
+            }
+            Command::Stats { reply } => {
+                let _ = reply.send(Ok(self.snapshot()));
+            }
+            Command::Drain { timeout, reply } => self.start_drain(now, timeout, reply),
+        }
+    }
+
+    fn snapshot(&self) -> Snapshot {
+        let mut reserved_on: Vec<PeerId> = self.reservations.values().copied().collect();
+        reserved_on.sort();
+        reserved_on.dedup();
+        let snapshot = Snapshot {
+            node: self.node.stats(),
+            relay: self.node.relay_stats(),
+            reserved_on,
+        };
+        if let Some(m) = &self.metrics {
+            m.update(&snapshot);
+        }
+        snapshot
+    }
+
+    fn try_write(&mut self, stream: StreamHandle, mut data: Bytes, reply: Reply<()>) {
+        let now = Instant::now();
+        while !data.is_empty() {
+            match self.node.write(now, stream, &data) {
+                Ok(0) => {
+                    self.writes.insert(stream, (data, reply));
+                    return;
+                }
+                Ok(n) => {
+                    let _ = data.split_to(n);
+                }
+                // Still negotiating (a stream handed out before its ready event): wait.
+                Err(dep2p_core::node::StreamError::Negotiating(_)) => {
+                    self.writes.insert(stream, (data, reply));
+                    return;
+                }
+                Err(error) => {
+                    let _ = reply.send(Err(self.stream_error(error)));
+                    return;
+                }
+            }
+        }
+        let _ = reply.send(Ok(()));
+    }
+
+    fn try_read(&mut self, stream: StreamHandle, max: usize, reply: Reply<Option<Bytes>>) {
+        match self.node.read(Instant::now(), stream, max) {
+            Ok(ReadOutcome::Data(data)) => {
+                let _ = reply.send(Ok(Some(data)));
+            }
+            Ok(ReadOutcome::Finished) => {
+                let _ = reply.send(Ok(None));
+            }
+            Ok(ReadOutcome::Blocked) | Err(dep2p_core::node::StreamError::Negotiating(_)) => {
+                self.reads.insert(stream, (max, reply));
+            }
+            Err(error) => {
+                let _ = reply.send(Err(self.stream_error(error)));
+            }
+        }
+    }
+
+    /// A stream error, with the close reason when its connection is gone.
+    fn stream_error(&self, error: dep2p_core::node::StreamError) -> Error {
+        use dep2p_core::node::StreamError as E;
+        let connection = match &error {
+            E::UnknownConnection(c) | E::NotEstablished(c) => Some(*c),
+            E::UnknownStream(s) => Some(s.connection()),
+            _ => None,
+        };
+        connection
+            .and_then(|c| self.closed.iter().rev().find(|(id, _)| *id == c))
+            .map_or(Error::Stream(error), |(_, failure)| {
+                Error::ConnectionClosed(failure.clone())
+            })
+    }
+
+    /// Retries every parked read and write. Cheap (one entry per blocked stream) and immune to
+    /// a missed readiness event.
+    fn retry_parked(&mut self) {
+        let writes = std::mem::take(&mut self.writes);
+        for (stream, (data, reply)) in writes {
+            if reply.is_closed() {
+                continue;
+            }
+            self.try_write(stream, data, reply);
+        }
+        let reads = std::mem::take(&mut self.reads);
+        for (stream, (max, reply)) in reads {
+            if reply.is_closed() {
+                continue;
+            }
+            self.try_read(stream, max, reply);
+        }
+    }
+
+    fn start_drain(&mut self, now: Instant, timeout: Duration, reply: Reply<()>) {
+        tracing::info!(
+            connections = self.connections.len(),
+            "draining: closing every connection with code DRN"
+        );
+        // No more relay selection: we are leaving.
+        self.policy = None;
+        let connections: Vec<ConnectionId> = self.connections.keys().copied().collect();
+        for connection in connections {
+            let _ = self
+                .node
+                .close(now, connection, DRAIN_CLOSE_CODE, b"draining");
+        }
+        self.draining = Some(Draining {
+            until: now + timeout,
+            reply: Some(reply),
+        });
+    }
+
+    /// Whether a drain is complete (every connection gone, or the timeout passed); replies.
+    fn drain_finished(&mut self) -> bool {
+        let Some(draining) = self.draining.as_mut() else {
+            return false;
+        };
+        let done = self.node.stats().connections == 0 || Instant::now() >= draining.until;
+        if done && let Some(reply) = draining.reply.take() {
+            let _ = reply.send(Ok(()));
+        }
+        done
+    }
+}
