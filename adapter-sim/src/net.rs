@@ -292,3 +292,89 @@ impl Network {
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rng::RootSeed;
+
+    fn net() -> (Network, Instant) {
+        (
+            Network::new(RootSeed::new(1).rng("links")),
+            dep2p_core::testing::virtual_epoch(),
+        )
+    }
+
+    fn drain(net: &mut Network, until: Instant) -> Vec<(Instant, usize)> {
+        let mut out = Vec::new();
+        while let Some(d) = net.pop_due(until) {
+            out.push((d.deliver_at, d.data.len()));
+        }
+        out
+    }
+
+    #[test]
+    fn partitions_isolation_and_mtu_black_holes_drop_datagrams() {
+        let (mut net, t0) = net();
+        let (a, b, c) = (HostId(0), HostId(1), HostId(2));
+        net.block(a, b);
+        net.send(t0, a, b, vec![0; 10]);
+        net.send(t0, b, a, vec![0; 10]);
+        net.isolate(c);
+        net.send(t0, a, c, vec![0; 10]);
+        net.set_link(
+            b,
+            c,
+            LinkModel {
+                mtu: Some(100),
+                ..LinkModel::default()
+            },
+        );
+        net.heal();
+        net.send(t0, b, c, vec![0; 101]);
+        net.send(t0, b, c, vec![0; 100]);
+        let stats = net.stats();
+        assert_eq!((stats.partitioned, stats.black_holed), (2, 1));
+        assert_eq!(drain(&mut net, t0 + Duration::from_secs(1)).len(), 2);
+    }
+
+    #[test]
+    fn bandwidth_cap_serialises_datagrams_and_duplication_adds_copies() {
+        let (mut net, t0) = net();
+        let (a, b) = (HostId(0), HostId(1));
+        let model = LinkModel {
+            bandwidth: Some(1000),
+            latency: Duration::ZERO,
+            ..LinkModel::default()
+        };
+        net.set_link(a, b, model);
+        net.send(t0, a, b, vec![0; 500]);
+        net.send(t0, a, b, vec![0; 500]);
+        let got = drain(&mut net, t0 + Duration::from_secs(2));
+        assert_eq!(
+            got.iter().map(|(t, _)| *t - t0).collect::<Vec<_>>(),
+            [Duration::from_millis(500), Duration::from_millis(1000)]
+        );
+
+        net.set_link(
+            a,
+            b,
+            LinkModel {
+                duplicate: 1.0,
+                ..LinkModel::default()
+            },
+        );
+        net.send(t0, a, b, vec![1; 10]);
+        assert_eq!(drain(&mut net, t0 + Duration::from_secs(2)).len(), 2);
+    }
+
+    #[test]
+    fn a_gray_host_passes_small_datagrams_only() {
+        let (mut net, t0) = net();
+        net.gray(HostId(0), 300);
+        net.send(t0, HostId(1), HostId(0), vec![0; 60]);
+        net.send(t0, HostId(1), HostId(0), vec![0; 1200]);
+        assert_eq!(net.stats().grayed, 1);
+        assert_eq!(drain(&mut net, t0 + Duration::from_secs(1)).len(), 1);
+    }
+}

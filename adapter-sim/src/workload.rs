@@ -382,20 +382,17 @@ impl Workload {
                 if let Some(index) = self.pair_of(
                     host,
                     |s| matches!(s, FlowState::Opening { stream: st, .. } if st == *stream),
-                ) {
-                    if let FlowState::Opening { relayed, .. } = self.pairs[index].state {
-                        self.close_circuit(sim, index, relayed, false);
-                    }
+                ) && let FlowState::Opening { relayed, .. } = self.pairs[index].state
+                {
+                    self.close_circuit(sim, index, relayed, false);
                 }
             }
             Event::InboundStream { stream, protocol } if protocol == DATA_PROTOCOL => {
                 self.receivers.insert((host, *stream), Receiver::default());
                 self.read(sim, checkers, host, *stream);
             }
-            Event::StreamReadable { stream } => {
-                if self.receivers.contains_key(&(host, *stream)) {
-                    self.read(sim, checkers, host, *stream);
-                }
+            Event::StreamReadable { stream } if self.receivers.contains_key(&(host, *stream)) => {
+                self.read(sim, checkers, host, *stream);
             }
             Event::ConnectionClosed { connection, .. } => {
                 self.extra
