@@ -286,10 +286,7 @@ pub fn draw_swarm(
         }
         if rng.chance(0.2) {
             let model = LinkModel {
-                mtu: Some(
-                    rng.duration_between(Duration::from_nanos(600), Duration::from_nanos(1199))
-                        .as_nanos() as usize,
-                ),
+                mtu: Some(600 + rng.below(600) as usize),
                 bandwidth: rng.chance(0.5).then(|| 50_000 + rng.below(500_000)),
                 ..chaos_link
             };
