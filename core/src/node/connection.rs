@@ -33,6 +33,8 @@ pub(crate) const CODE_PROTOCOL_ERROR: u32 = 1;
 pub(crate) const CODE_TIMED_OUT: u32 = 2;
 /// Stream reset / stop code for a stream the application reset without a code of its own.
 pub(crate) const CODE_CANCELLED: u32 = 0;
+/// Connection close code for a peer silent for the whole idle timeout.
+pub(crate) const CLOSE_SILENT: u32 = 3;
 /// Connection close code for an identity failure after the handshake.
 pub(crate) const CLOSE_IDENTITY: u32 = 1;
 
@@ -123,6 +125,8 @@ pub(crate) struct Conn {
     pub(crate) ping_in_flight: Option<StreamKey>,
     /// The quinn-proto deadline currently registered in the node's timer set.
     pub(crate) registered_timer: Option<Instant>,
+    /// When the last datagram of this (direct) connection arrived: the liveness clock.
+    pub(crate) last_rx: Option<Instant>,
 }
 
 impl Conn {
@@ -143,6 +147,7 @@ impl Conn {
             streams: BTreeMap::new(),
             ping_in_flight: None,
             registered_timer: None,
+            last_rx: None,
         }
     }
 

@@ -397,12 +397,11 @@ impl Node {
             Some(DatagramEvent::Response(transmit)) => self.queue_response(transmit, &buf),
             Some(DatagramEvent::ConnectionEvent(handle, event)) => {
                 if let Some(&id) = self.by_handle.get(&handle) {
-                    if let Some(quic) = self
-                        .connections
-                        .get_mut(&id)
-                        .and_then(|c| c.transport.quic())
-                    {
-                        quic.handle_event(event);
+                    if let Some(conn) = self.connections.get_mut(&id) {
+                        conn.last_rx = Some(now);
+                        if let Some(quic) = conn.transport.quic() {
+                            quic.handle_event(event);
+                        }
                     }
                     self.process(id);
                 }
@@ -459,6 +458,7 @@ impl Node {
                 }
             }
             self.process(id);
+            self.check_liveness(id, now);
         }
         while let Some(&(at, id, stream)) = self.deadlines.first() {
             if at > now {
@@ -983,6 +983,32 @@ impl Node {
         }
     }
 
+    /// Declares a direct connection lost once nothing arrived from the peer for the whole
+    /// idle timeout. QUIC's own idle timer restarts at our first ack-eliciting send after the
+    /// last receipt (RFC 9000 §10.1), so with keep-alives it fires up to one keep-alive
+    /// interval later; counting from the last receipt bounds detection by the idle timeout
+    /// itself (DESIGN §10: failover within idle timeout + 2 s).
+    fn check_liveness(&mut self, id: ConnectionId, now: Instant) {
+        let idle = self.local.config.idle_timeout;
+        let silent = self.connections.get(&id).is_some_and(|c| {
+            c.state == ConnState::Established && c.last_rx.is_some_and(|at| now >= at + idle)
+        });
+        if !silent {
+            return;
+        }
+        self.with_ctx(id, |conn, ctx| {
+            if let Some(quic) = conn.transport.quic() {
+                quic.close(
+                    now,
+                    VarInt::from_u32(connection::CLOSE_SILENT),
+                    Bytes::from_static(b"silent"),
+                );
+            }
+            conn.report_closed(ConnectionFailure::TimedOut, ctx);
+        });
+        self.process(id);
+    }
+
     fn refresh_timer(&mut self, id: ConnectionId) {
         let Some(conn) = self.connections.get_mut(&id) else {
             return;
@@ -990,7 +1016,11 @@ impl Node {
         let Some(quic) = conn.transport.quic() else {
             return;
         };
-        let next = quic.poll_timeout();
+        let liveness = match conn.state {
+            ConnState::Established => conn.last_rx.map(|at| at + self.local.config.idle_timeout),
+            _ => None,
+        };
+        let next = [quic.poll_timeout(), liveness].into_iter().flatten().min();
         if next == conn.registered_timer {
             return;
         }
