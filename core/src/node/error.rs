@@ -34,6 +34,10 @@ pub enum DialError {
     /// The TLS configuration for this dial could not be built.
     #[error("TLS configuration: {0}")]
     Tls(String),
+    /// The node is draining ([`Node::drain`](super::Node::drain)) and makes no new
+    /// connections.
+    #[error("the node is draining")]
+    Draining,
 }
 
 /// Why a stream command failed.

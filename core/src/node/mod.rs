@@ -197,6 +197,8 @@ pub struct Node {
     autorelay: Option<autorelay_driver::AutoRelayDriver>,
     /// Dials through circuit addresses in flight.
     circuit_dials: circuit_dial::CircuitDials,
+    /// [`Node::drain`] was called: no new outbound dials, AutoRelay stopped.
+    draining: bool,
 }
 
 impl std::fmt::Debug for Node {
@@ -311,6 +313,7 @@ impl Node {
             relayed_dirty: BTreeSet::new(),
             autorelay,
             circuit_dials: circuit_dial::CircuitDials::default(),
+            draining: false,
         })
     }
 
@@ -495,6 +498,9 @@ impl Node {
         expected: PeerId,
     ) -> Result<ConnectionId, DialError> {
         self.advance(now);
+        if self.draining {
+            return Err(DialError::Draining);
+        }
         if expected == self.peer_id {
             return Err(DialError::SelfDial(expected));
         }

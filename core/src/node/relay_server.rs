@@ -550,12 +550,17 @@ impl Node {
         }
     }
 
-    /// Shuts down gracefully (DESIGN §5.2): refuses new reservations and closes every
-    /// connection with [`CLOSE_DRAINING`], so clients fail over at once. The node stays usable
+    /// Shuts down gracefully (DESIGN §5.2): refuses new reservations and connections (inbound,
+    /// and outbound dials with [`DialError::Draining`](super::DialError::Draining)), stops
+    /// AutoRelay so a client does not replace the relays it is leaving, and closes every
+    /// connection with [`CLOSE_DRAINING`], so peers fail over at once. The node stays usable
     /// for the few round trips the closes need; drop it after its connections are gone
     /// ([`Node::stats`] `connections == 0`).
     pub fn drain(&mut self, now: Instant) {
         self.advance(now);
+        self.draining = true;
+        // Dropped before the closes: their events must not make AutoRelay dial replacements.
+        self.autorelay = None;
         if let Some(server) = self.relay.as_mut() {
             server.draining = true;
         }
@@ -565,6 +570,12 @@ impl Node {
         for id in ids {
             let _ = self.close(self.now, id, CLOSE_DRAINING, b"draining");
         }
+    }
+
+    /// Whether [`Node::drain`] was called.
+    #[must_use]
+    pub fn is_draining(&self) -> bool {
+        self.draining
     }
 
     /// Connection watermarks (DESIGN §5.1): above the high watermark, close idle direct
