@@ -20,7 +20,6 @@ use multiaddr::{Multiaddr, Protocol};
 
 use crate::apps::{self, SINK};
 use crate::config::{ConfigFault, FileConfig, parse_bytes, parse_duration};
-use crate::failover::{PolicyNotice, StaticFailover};
 use crate::handle::os_seed;
 use crate::metrics::Metrics;
 use crate::{AdapterEvent, NodeHandle, NodeOptions};
@@ -43,9 +42,11 @@ pub struct Cli {
 pub enum Command {
     /// Run a Circuit Relay v2 server (daemon).
     Relay(RelayArgs),
-    /// Run a client node: reserve on relays, fail over, accept circuits (echo and sink).
+    /// Run a client node: AutoRelay reserves on relays and fails over; accepts circuits (echo
+    /// and sink).
     Node(NodeArgs),
-    /// Send data to a peer through a relay and check it arrived intact.
+    /// Send data to a peer through one of its relays (the next on failure) and check it arrived
+    /// intact.
     Dial(DialArgs),
     /// Write a new identity key file and print its PeerId.
     Keygen(KeygenArgs),
@@ -115,12 +116,16 @@ pub struct NodeArgs {
     #[command(flatten)]
     #[allow(missing_docs)]
     pub common: CommonArgs,
-    /// A relay, `/ip4/…/udp/…/quic-v1/p2p/<id>` (repeatable; replaces client.relays).
+    /// A bootstrap relay, `/ip4/…/udp/…/quic-v1/p2p/<id>` (repeatable; replaces
+    /// client.relays).
     #[arg(long = "relay")]
     pub relays: Vec<String>,
-    /// Reservations to keep on distinct relays.
+    /// Reservations to keep on distinct relays (client.min_relays).
     #[arg(long)]
     pub min_relays: Option<usize>,
+    /// Most relays held or being acquired (client.max_relays).
+    #[arg(long)]
+    pub max_relays: Option<usize>,
 }
 
 /// `dep2p dial`.
@@ -129,8 +134,10 @@ pub struct DialArgs {
     #[command(flatten)]
     #[allow(missing_docs)]
     pub common: CommonArgs,
-    /// The target's circuit address: `<relay addr>/p2p/<relay>/p2p-circuit/p2p/<target>`.
-    pub target: String,
+    /// The target's circuit addresses, `<relay addr>/p2p/<relay>/p2p-circuit/p2p/<target>`,
+    /// one per relay, tried in order (the next when one fails, then again after a backoff).
+    #[arg(required = true, num_args = 1..)]
+    pub targets: Vec<String>,
     /// Bytes to send to the target's sink (e.g. 64MiB).
     #[arg(long, default_value = "1MiB", value_parser = parse_bytes)]
     pub bytes: u64,
@@ -328,7 +335,7 @@ fn check_config(path: &Path) -> Result<(), Failure> {
     };
     file.node_config().map_err(in_file)?;
     file.relay_limits().map_err(in_file)?;
-    file.failover().map_err(in_file)?;
+    file.client().map_err(in_file)?;
     file.external_addrs().map_err(in_file)?;
     println!("config ok file={}", path.display());
     Ok(())
@@ -475,27 +482,30 @@ async fn run_node(args: NodeArgs) -> Result<(), Failure> {
     if let Some(v) = args.min_relays {
         file.client.min_relays = Some(v);
     }
+    if let Some(v) = args.max_relays {
+        file.client.max_relays = Some(v);
+    }
     let fault = in_file(&args.common);
     let mut config = file.node_config().map_err(&fault)?;
-    let failover = file.failover().map_err(&fault)?;
-    if failover.relays.is_empty() {
+    let client = file.client().map_err(&fault)?;
+    if client.relays.is_empty() {
         return Err(Failure::Config(ConfigFault {
             file: args.common.config.clone(),
             key: Some("client.relays".into()),
             message: "a node needs at least one relay (--relay or client.relays)".into(),
         }));
     }
-    config.protocol(apps::ECHO).protocol(apps::SINK);
+    config
+        .protocol(apps::ECHO)
+        .protocol(apps::SINK)
+        .auto_relay(Some(client.auto_relay));
     let keypair = identity(file.identity.as_deref())?;
     let bind = file
         .listen
         .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
     let metrics = Arc::new(Metrics::new());
     let mut options = NodeOptions::new(config, keypair, bind);
-    options.policy = Some(Box::new(StaticFailover::new(
-        failover,
-        std::time::Instant::now(),
-    )));
+    options.relay_candidates = client.relays;
     options.metrics = Some(Arc::clone(&metrics));
     let node = NodeHandle::spawn(options).map_err(runtime)?;
     let mut events = node.events();
@@ -553,15 +563,23 @@ fn print_event(event: &AdapterEvent) {
             relay: Some(relay),
             ..
         }) => println!("circuit peer={peer} relay={relay}"),
-        AdapterEvent::Policy(PolicyNotice::RelaySwitched {
-            from,
-            to,
-            took,
-            why,
-        }) => println!(
-            "switched from={from} to={to} took_ms={} why={why:?}",
-            took.as_millis()
-        ),
+        AdapterEvent::Node(Event::CircuitAddrsChanged { addrs }) => {
+            let list: Vec<String> = addrs.iter().map(ToString::to_string).collect();
+            println!("addrs count={} addrs={}", addrs.len(), list.join(","));
+        }
+        AdapterEvent::RelaySwitched(switch) => {
+            let from = switch
+                .from
+                .map_or_else(|| "none".to_owned(), |p| p.to_string());
+            let took = switch
+                .took
+                .map_or_else(|| "none".to_owned(), |t| t.as_millis().to_string());
+            println!(
+                "switched from={from} to={} why={} took_ms={took}",
+                switch.to,
+                switch.why.label()
+            );
+        }
         AdapterEvent::Node(_) => {}
     }
 }
@@ -596,16 +614,36 @@ async fn run_dial(args: DialArgs) -> Result<(), Failure> {
     let fault = in_file(&args.common);
     let mut config = file.node_config().map_err(&fault)?;
     config.protocol(SINK);
-    let (relay_addr, relay, target) = parse_circuit(&args.target).map_err(|message| {
+    let target_fault = |message| {
         Failure::Config(ConfigFault {
             file: None,
             key: Some("target".into()),
             message,
         })
-    })?;
+    };
+    let mut target = None;
+    let mut addrs = Vec::new();
+    let mut ipv4 = true;
+    for text in &args.targets {
+        let (relay_addr, _, peer) = parse_circuit(text).map_err(target_fault)?;
+        if target.is_some_and(|t| t != peer) {
+            return Err(target_fault(format!(
+                "`{text}` names another target than the addresses before it"
+            )));
+        }
+        target = Some(peer);
+        ipv4 = relay_addr.is_ipv4();
+        addrs.push(
+            text.parse::<Multiaddr>()
+                .map_err(|e| target_fault(e.to_string()))?,
+        );
+    }
+    let Some(target) = target else {
+        return Err(target_fault("no circuit address".into()));
+    };
     let keypair = identity(file.identity.as_deref())?;
     let bind = file.listen.unwrap_or_else(|| {
-        let ip: std::net::IpAddr = if relay_addr.is_ipv4() {
+        let ip: std::net::IpAddr = if ipv4 {
             std::net::Ipv4Addr::UNSPECIFIED.into()
         } else {
             std::net::Ipv6Addr::UNSPECIFIED.into()
@@ -619,18 +657,15 @@ async fn run_dial(args: DialArgs) -> Result<(), Failure> {
         let sent = Arc::clone(&sent);
         let node = node.clone();
         async move {
-            let connection = node
-                .dial(relay_addr, relay)
-                .await
-                .map_err(|e| format!("cannot connect to relay {relay} at {relay_addr}: {e}"))?;
             let circuit = node
-                .dial_through_relay(connection, target)
+                .dial_circuit(target, addrs)
                 .await
-                .map_err(|e| format!("cannot reach {target} through relay {relay}: {e}"))?;
+                .map_err(|e| format!("cannot reach {target}: {e}"))?;
+            let relay = circuit.relay;
             println!("circuit peer={target} relay={relay}");
             flush();
             let stream = node
-                .open_stream(circuit, SINK)
+                .open_stream(circuit.connection, SINK)
                 .await
                 .map_err(|e| format!("{target} refused the sink stream: {e}"))?;
             apps::send_to_sink(&stream, total, args.seed, |n| {

@@ -12,13 +12,12 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use dep2p_core::addr::parse_quic_multiaddr;
+use dep2p_core::autorelay::AutoRelayConfig;
 use dep2p_core::identity::PeerId;
 use dep2p_core::node::NodeConfig;
 use dep2p_core::relay::limits::{RateLimit, RelayLimits};
 use multiaddr::Multiaddr;
 use serde::{Deserialize, Deserializer};
-
-use crate::failover::FailoverConfig;
 
 /// The whole file.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -84,17 +83,44 @@ pub struct RelaySection {
     pub connection_high_watermark: Option<u32>,
 }
 
-/// `[client]`: the DESIGN §5.2 knobs the failover policy honours.
+/// `[client]`: the relays to start from and every knob of the core's AutoRelay (DESIGN §5.2),
+/// named as its setters (`dep2p_core::autorelay::AutoRelayConfig`); an absent key keeps the
+/// core's default.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 #[allow(missing_docs)]
 pub struct ClientSection {
-    /// Relays as `/ip4/…/udp/…/quic-v1/p2p/<id>`, in order of preference.
+    /// Bootstrap relays as `/ip4/…/udp/…/quic-v1/p2p/<id>` (AutoRelay candidates; relays found
+    /// through identify join them).
     pub relays: Option<Vec<String>>,
     pub min_relays: Option<usize>,
     pub max_relays: Option<usize>,
-    pub retry_backoff_initial: Option<DurationValue>,
-    pub retry_backoff_max: Option<DurationValue>,
+    pub pool_capacity: Option<usize>,
+    /// Accepts the stand-in's old name `retry_backoff_initial` too.
+    #[serde(alias = "retry_backoff_initial")]
+    pub backoff_base: Option<DurationValue>,
+    /// Accepts the stand-in's old name `retry_backoff_max` too.
+    #[serde(alias = "retry_backoff_max")]
+    pub backoff_max: Option<DurationValue>,
+    pub shun_base: Option<DurationValue>,
+    pub shun_max: Option<DurationValue>,
+    pub best_few: Option<usize>,
+    pub tie_band_percent: Option<u32>,
+    pub switch_margin_percent: Option<u32>,
+    pub min_dwell: Option<DurationValue>,
+    pub max_switches_per_hour: Option<u32>,
+    pub attempt_timeout: Option<DurationValue>,
+    pub unknown_rtt: Option<DurationValue>,
+    pub not_hop_memory: Option<DurationValue>,
+}
+
+/// What `[client]` configures: AutoRelay and its bootstrap candidates.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientSettings {
+    /// Bootstrap candidates: each relay's PeerId and address.
+    pub relays: Vec<(PeerId, Vec<Multiaddr>)>,
+    /// The core's AutoRelay configuration, validated.
+    pub auto_relay: AutoRelayConfig,
 }
 
 /// A token-bucket rate: `{ burst = 30, period = "2m" }`; `burst = 0` disables it.
@@ -362,55 +388,60 @@ impl FileConfig {
         Ok(limits)
     }
 
-    /// The failover policy's configuration from `[client]`.
-    pub fn failover(&self) -> Result<FailoverConfig, ConfigFault> {
+    /// AutoRelay's configuration and bootstrap relays from `[client]`, validated by the core
+    /// (a bad value names its `client.` key).
+    pub fn client(&self) -> Result<ClientSettings, ConfigFault> {
         let c = &self.client;
-        let mut config = FailoverConfig::default();
+        let mut relays = Vec::new();
         for text in c.relays.iter().flatten() {
-            config
-                .relays
-                .push(parse_relay(text).map_err(|message| ConfigFault {
-                    file: None,
-                    key: Some("client.relays".into()),
-                    message,
-                })?);
+            let fault = |message| ConfigFault {
+                file: None,
+                key: Some("client.relays".into()),
+                message,
+            };
+            let (_, peer) = parse_relay(text).map_err(fault)?;
+            let addr: Multiaddr = text
+                .parse()
+                .map_err(|e| fault(format!("`{text}` is not a multiaddr: {e}")))?;
+            relays.push((peer, vec![addr]));
         }
-        if let Some(v) = c.min_relays {
-            config.min_relays = v;
+        let mut auto = AutoRelayConfig::default();
+        macro_rules! set {
+            ($field:ident) => {
+                if let Some(v) = c.$field {
+                    auto = auto.$field(v);
+                }
+            };
+            ($field:ident, dur) => {
+                if let Some(v) = c.$field {
+                    auto = auto.$field(v.0);
+                }
+            };
         }
-        if let Some(v) = c.max_relays {
-            config.max_relays = v;
-        }
-        if let Some(v) = c.retry_backoff_initial {
-            config.backoff_initial = v.0;
-        }
-        if let Some(v) = c.retry_backoff_max {
-            config.backoff_max = v.0;
-        }
-        let fault = |key: &str, message: &str| ConfigFault {
+        set!(min_relays);
+        set!(max_relays);
+        set!(pool_capacity);
+        set!(backoff_base, dur);
+        set!(backoff_max, dur);
+        set!(shun_base, dur);
+        set!(shun_max, dur);
+        set!(best_few);
+        set!(tie_band_percent);
+        set!(switch_margin_percent);
+        set!(min_dwell, dur);
+        set!(max_switches_per_hour);
+        set!(attempt_timeout, dur);
+        set!(unknown_rtt, dur);
+        set!(not_hop_memory, dur);
+        auto.validate().map_err(|e| ConfigFault {
             file: None,
-            key: Some(key.into()),
-            message: message.into(),
-        };
-        if config.min_relays == 0 {
-            return Err(fault("client.min_relays", "must be at least 1"));
-        }
-        if config.max_relays < config.min_relays {
-            return Err(fault("client.max_relays", "must be at least min_relays"));
-        }
-        if config.backoff_initial.is_zero() {
-            return Err(fault(
-                "client.retry_backoff_initial",
-                "must be greater than zero",
-            ));
-        }
-        if config.backoff_max < config.backoff_initial {
-            return Err(fault(
-                "client.retry_backoff_max",
-                "must be at least retry_backoff_initial",
-            ));
-        }
-        Ok(config)
+            key: Some(format!("client.{}", e.key)),
+            message: e.problem.to_owned(),
+        })?;
+        Ok(ClientSettings {
+            relays,
+            auto_relay: auto,
+        })
     }
 
     /// `external_addrs`, parsed.
@@ -520,6 +551,75 @@ mod tests {
             Some("transport.keep_alive"),
             "{fault}"
         );
+    }
+
+    #[test]
+    fn every_autorelay_knob_maps_to_a_client_key_and_absent_keys_keep_the_core_defaults() {
+        let empty = FileConfig::parse("").unwrap().client().unwrap();
+        assert_eq!(empty.auto_relay, AutoRelayConfig::default());
+        assert!(empty.relays.is_empty());
+        let text = r#"
+[client]
+relays = ["/ip4/127.0.0.1/udp/4001/quic-v1/p2p/12D3KooWMhiBPmmfGqrGyjvz8fknbaqQdFtxFXjDfBDysgfM73jX"]
+min_relays = 1
+max_relays = 3
+pool_capacity = 32
+backoff_base = "2s"
+backoff_max = "1m"
+shun_base = "30s"
+shun_max = "10m"
+best_few = 2
+tie_band_percent = 10
+switch_margin_percent = 20
+min_dwell = "5m"
+max_switches_per_hour = 2
+attempt_timeout = "5s"
+unknown_rtt = "100ms"
+not_hop_memory = "30m"
+"#;
+        let client = FileConfig::parse(text).unwrap().client().unwrap();
+        let s = Duration::from_secs;
+        let expected = AutoRelayConfig::default()
+            .min_relays(1)
+            .max_relays(3)
+            .pool_capacity(32)
+            .backoff_base(s(2))
+            .backoff_max(s(60))
+            .shun_base(s(30))
+            .shun_max(s(600))
+            .best_few(2)
+            .tie_band_percent(10)
+            .switch_margin_percent(20)
+            .min_dwell(s(300))
+            .max_switches_per_hour(2)
+            .attempt_timeout(s(5))
+            .unknown_rtt(Duration::from_millis(100))
+            .not_hop_memory(s(1800));
+        assert_eq!(client.auto_relay, expected);
+        assert_eq!(client.relays.len(), 1);
+    }
+
+    #[test]
+    fn old_backoff_key_names_still_load() {
+        let text = "[client]\nretry_backoff_initial = \"2s\"\nretry_backoff_max = \"1m\"\n";
+        let client = FileConfig::parse(text).unwrap().client().unwrap();
+        let expected = AutoRelayConfig::default()
+            .backoff_base(Duration::from_secs(2))
+            .backoff_max(Duration::from_secs(60));
+        assert_eq!(client.auto_relay, expected);
+    }
+
+    #[test]
+    fn bad_client_values_name_the_key() {
+        let config = FileConfig::parse("[client]\nmin_relays = 3\nmax_relays = 2\n").unwrap();
+        let fault = config.client().unwrap_err();
+        assert_eq!(fault.key.as_deref(), Some("client.max_relays"), "{fault}");
+        let fault = FileConfig::parse("[client]\nmin_dwel = \"1m\"\n").unwrap_err();
+        assert_eq!(fault.key.as_deref(), Some("client.min_dwel"), "{fault}");
+        let config =
+            FileConfig::parse("[client]\nrelays = [\"/ip4/1.2.3.4/udp/1/quic-v1\"]\n").unwrap();
+        let fault = config.client().unwrap_err();
+        assert_eq!(fault.key.as_deref(), Some("client.relays"), "{fault}");
     }
 
     #[test]

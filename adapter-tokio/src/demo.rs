@@ -1,21 +1,24 @@
 //! `dep2p demo`: a Tier 2 failover story in one process on 127.0.0.1 (DESIGN §9).
 //!
-//! Two relays (A, B), several client nodes that prefer A and know B, a dialer. The nodes
-//! reserve on A; the dialer sends a payload to node 1 through A and checks the sink's SHA-256;
-//! relay A is stopped with a graceful drain; every node fails over to B; a second transfer goes
-//! through B. A summary is printed at the end. Finishes in seconds.
+//! Two relays (A, B), several client nodes running the core's AutoRelay (one reservation each),
+//! a dialer. The nodes start knowing only A and reserve there; then they learn B (a static
+//! candidate: AutoRelay keeps A, no needless switch); the dialer sends a payload to node 1
+//! through A and checks the sink's SHA-256; relay A is stopped with the core's graceful drain;
+//! every node's AutoRelay fails over to B; a second transfer goes through B. A summary is
+//! printed at the end. Finishes in seconds.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use dep2p_core::autorelay::{AutoRelayConfig, CandidateSource};
 use dep2p_core::identity::{PeerId, keypair_from_seed};
 use dep2p_core::node::{Event, NodeConfig};
 use dep2p_core::relay::limits::RelayLimits;
+use multiaddr::Multiaddr;
 use tokio::sync::broadcast;
 
 use crate::apps::{self, SINK, Transfer};
-use crate::failover::{FailoverConfig, PolicyNotice, StaticFailover};
 use crate::handle::os_seed;
 use crate::metrics::Metrics;
 use crate::{AdapterEvent, NodeHandle, NodeOptions};
@@ -44,22 +47,22 @@ pub fn start_relay() -> Result<DemoRelay, String> {
     Ok(DemoRelay { node, metrics })
 }
 
-/// Starts a client node that reserves on `relays` (in order, one reservation) and serves
-/// echo and sink.
+/// A relay as an AutoRelay candidate: its PeerId and addresses.
+#[must_use]
+pub fn candidate(relay: &NodeHandle) -> (PeerId, Vec<Multiaddr>) {
+    (relay.peer_id(), relay.listen_addrs())
+}
+
+/// Starts a client node whose AutoRelay keeps one reservation, starting from `relays`
+/// (bootstrap candidates), and serves echo and sink.
 pub fn start_node(relays: &[&NodeHandle]) -> Result<NodeHandle, String> {
     let mut config = NodeConfig::default();
-    config.protocol(apps::ECHO).protocol(apps::SINK);
-    let failover = FailoverConfig {
-        relays: relays
-            .iter()
-            .map(|r| (r.local_addr(), r.peer_id()))
-            .collect(),
-        min_relays: 1,
-        backoff_initial: Duration::from_millis(200),
-        ..FailoverConfig::default()
-    };
+    config
+        .protocol(apps::ECHO)
+        .protocol(apps::SINK)
+        .auto_relay(Some(AutoRelayConfig::default().min_relays(1)));
     let mut options = NodeOptions::new(config, keypair_from_seed(os_seed()), LOOPBACK);
-    options.policy = Some(Box::new(StaticFailover::new(failover, Instant::now())));
+    options.relay_candidates = relays.iter().map(|r| candidate(r)).collect();
     let node = NodeHandle::spawn(options).map_err(|e| e.to_string())?;
     tokio::spawn(apps::serve(node.clone(), |_, _| {}));
     Ok(node)
@@ -139,7 +142,7 @@ pub async fn run(nodes: usize, bytes: u64) -> Result<(), String> {
 
     let mut clients = Vec::new();
     for _ in 0..nodes {
-        let node = start_node(&[&a.node, &b.node])?;
+        let node = start_node(&[&a.node])?;
         let events = node.events();
         clients.push((node, events));
     }
@@ -166,6 +169,14 @@ pub async fn run(nodes: usize, bytes: u64) -> Result<(), String> {
         );
     }
 
+    // Relay B comes up; the nodes learn it as a static candidate and keep A (hysteresis).
+    for (node, _) in &clients {
+        node.add_relay_candidates(vec![candidate(&b.node)], CandidateSource::Static)
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    println!("nodes learn relay B (static candidate) and stay on A");
+
     // 2. A relayed transfer through A, checked end to end.
     let dialer = NodeHandle::spawn(NodeOptions::new(
         NodeConfig::default(),
@@ -187,7 +198,7 @@ pub async fn run(nodes: usize, bytes: u64) -> Result<(), String> {
     let a_stats = a.node.snapshot().await.map_err(|e| e.to_string())?;
     let a_relay = a_stats.relay.clone().unwrap_or_default();
 
-    // 3. Relay A stops (graceful drain: DRN close code), every node fails over to B.
+    // 3. Relay A stops (the core's graceful drain), every node's AutoRelay fails over to B.
     println!("stopping relay A (graceful drain)");
     let stop_at = Instant::now();
     a.node
@@ -196,17 +207,15 @@ pub async fn run(nodes: usize, bytes: u64) -> Result<(), String> {
         .map_err(|e| e.to_string())?;
     let mut failovers = Vec::new();
     for (i, (_, events)) in clients.iter_mut().enumerate() {
-        let took = wait_for(events, STEP, |e| match e {
-            AdapterEvent::Policy(PolicyNotice::RelaySwitched { from, to, took, .. })
-                if *from == a_id && *to == b_id =>
-            {
-                Some(*took)
+        let (took, why) = wait_for(events, STEP, |e| match e {
+            AdapterEvent::RelaySwitched(s) if s.from == Some(a_id) && s.to == b_id => {
+                Some((s.took.unwrap_or_default(), s.why.label()))
             }
             _ => None,
         })
         .await
         .ok_or_else(|| format!("node {} did not fail over to relay B", i + 1))?;
-        println!("node {} failed over A -> B in {took:?}", i + 1);
+        println!("node {} failed over A -> B in {took:?} (why: {why})", i + 1);
         failovers.push(took);
     }
     let all_moved = stop_at.elapsed();
@@ -239,7 +248,10 @@ pub async fn run(nodes: usize, bytes: u64) -> Result<(), String> {
         if first.intact() { "MATCH" } else { "MISMATCH" },
         &first.sent_sha256[..16]
     );
-    println!("relay A stopped            graceful drain, close code DRN");
+    println!(
+        "relay A stopped            graceful drain, close code {:#x} (CLOSE_DRAINING)",
+        dep2p_core::node::CLOSE_DRAINING
+    );
     println!(
         "failover                   {}/{} nodes moved to B, slowest {max:?}, all within {all_moved:?}",
         failovers.len(),

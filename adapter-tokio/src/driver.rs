@@ -4,6 +4,9 @@
 //! Applications talk to the task through a [`NodeHandle`](crate::NodeHandle): every call is a
 //! [`Command`] with a oneshot reply. Reads and writes that cannot progress now are parked in the
 //! driver and retried after every input, so no wake-up can be missed.
+//!
+//! Relay selection and failover are the core's (AutoRelay inside the node); the driver only
+//! feeds it candidates and watches its events to time failovers for the metrics.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -11,22 +14,18 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
+use dep2p_core::autorelay::{CandidateSource, SwitchReason};
 use dep2p_core::identity::PeerId;
 use dep2p_core::node::{
-    ClientReservation, ConnectionFailure, ConnectionId, DialError, Event, Node, NodeStats, Output,
-    ReadOutcome, RelayStats, StreamHandle, StreamOpenFailure,
+    CircuitDialId, ClientReservation, ConnectionFailure, ConnectionId, Event, Node, NodeStats,
+    Output, ReadOutcome, RelayStats, StreamHandle, StreamOpenFailure,
 };
+use multiaddr::Multiaddr;
 use tokio::sync::{broadcast, mpsc, oneshot};
 
-use crate::failover::{PolicyAction, PolicyNotice, RelayPolicy};
 use crate::handle::{AdapterEvent, Error, InboundStream};
 use crate::io::UdpIo;
 use crate::metrics::Metrics;
-
-/// The application close code a draining node closes its connections with: ASCII `DRN`.
-/// Clients seeing it know the relay is going away on purpose and fail over at once
-/// (DESIGN §5.2 graceful drain).
-pub const DRAIN_CLOSE_CODE: u32 = 0x0044_524e;
 
 /// Reply channel of a command.
 pub(crate) type Reply<T> = oneshot::Sender<Result<T, Error>>;
@@ -42,6 +41,15 @@ pub(crate) enum Command {
         relay_connection: ConnectionId,
         target: PeerId,
         reply: Reply<ConnectionId>,
+    },
+    DialCircuit {
+        target: PeerId,
+        addrs: Vec<Multiaddr>,
+        reply: Reply<CircuitConnection>,
+    },
+    AddRelayCandidates {
+        candidates: Vec<(PeerId, Vec<Multiaddr>)>,
+        source: CandidateSource,
     },
     Reserve {
         connection: ConnectionId,
@@ -98,11 +106,38 @@ pub struct Snapshot {
     pub reserved_on: Vec<PeerId>,
 }
 
+/// A relayed connection made by [`NodeHandle::dial_circuit`](crate::NodeHandle::dial_circuit).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CircuitConnection {
+    /// The relayed connection to the target.
+    pub connection: ConnectionId,
+    /// The relay it runs through.
+    pub relay: PeerId,
+}
+
+/// A relay switch reported by the core's AutoRelay, with the failover time the driver measured.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RelaySwitch {
+    /// The relay replaced, if any (`None` for a first acquisition).
+    pub from: Option<PeerId>,
+    /// The relay now held.
+    pub to: PeerId,
+    /// Why.
+    pub why: SwitchReason,
+    /// From losing the reservation on `from` to holding the one on `to`, when `from` was lost
+    /// (not for a first acquisition or a voluntary switch to a better relay).
+    pub took: Option<Duration>,
+}
+
 /// What the driver knows about an established connection.
 #[derive(Debug, Clone, Copy)]
 struct ConnInfo {
     peer: PeerId,
+    relay: Option<PeerId>,
 }
+
+/// Lost reservations remembered while waiting for their replacement (one per relay).
+const PENDING_LOSSES: usize = 64;
 
 struct Draining {
     until: Instant,
@@ -115,7 +150,7 @@ pub(crate) struct Driver {
     pub(crate) commands: mpsc::Receiver<Command>,
     pub(crate) events: broadcast::Sender<AdapterEvent>,
     pub(crate) inbound: mpsc::Sender<InboundStream>,
-    pub(crate) policy: Option<Box<dyn RelayPolicy>>,
+    pub(crate) candidates: Vec<(PeerId, Vec<Multiaddr>)>,
     pub(crate) metrics: Option<Arc<Metrics>>,
     pub(crate) handle: crate::handle::WeakHandle,
     buf: Vec<u8>,
@@ -128,8 +163,10 @@ pub(crate) struct Driver {
     writes: BTreeMap<StreamHandle, (Bytes, Reply<()>)>,
     connections: BTreeMap<ConnectionId, ConnInfo>,
     reservations: BTreeMap<ConnectionId, PeerId>,
+    circuit_dials: BTreeMap<CircuitDialId, Reply<CircuitConnection>>,
+    /// When each relay's reservation was lost, until AutoRelay reports its replacement.
+    lost_at: BTreeMap<PeerId, Instant>,
     draining: Option<Draining>,
-    policy_out: Vec<PolicyAction>,
     /// A stream became readable or writable during the last drain.
     stream_progress: bool,
     /// Why recently closed connections ended, so a later call on them reports the reason
@@ -154,7 +191,7 @@ impl Driver {
         commands: mpsc::Receiver<Command>,
         events: broadcast::Sender<AdapterEvent>,
         inbound: mpsc::Sender<InboundStream>,
-        policy: Option<Box<dyn RelayPolicy>>,
+        candidates: Vec<(PeerId, Vec<Multiaddr>)>,
         metrics: Option<Arc<Metrics>>,
         handle: crate::handle::WeakHandle,
     ) -> Self {
@@ -164,7 +201,7 @@ impl Driver {
             commands,
             events,
             inbound,
-            policy,
+            candidates,
             metrics,
             handle,
             buf: Vec::with_capacity(64 * 1024),
@@ -177,8 +214,9 @@ impl Driver {
             writes: BTreeMap::new(),
             connections: BTreeMap::new(),
             reservations: BTreeMap::new(),
+            circuit_dials: BTreeMap::new(),
+            lost_at: BTreeMap::new(),
             draining: None,
-            policy_out: Vec::new(),
             stream_progress: false,
             closed: std::collections::VecDeque::new(),
         }
@@ -186,10 +224,11 @@ impl Driver {
 
     /// Runs until every handle is dropped, or a drain completes.
     pub(crate) async fn run(mut self) {
-        if let Some(policy) = self.policy.as_mut() {
-            policy.start(Instant::now(), &mut self.policy_out);
+        let candidates = std::mem::take(&mut self.candidates);
+        if !candidates.is_empty() {
+            self.node
+                .add_relay_candidates(Instant::now(), &candidates, CandidateSource::Bootstrap);
         }
-        self.run_policy_actions();
         let sleep = tokio::time::sleep_until(tokio::time::Instant::now());
         tokio::pin!(sleep);
         let mut sleep_at: Option<Instant> = None;
@@ -242,27 +281,17 @@ impl Driver {
                 }
                 () = &mut sleep => {
                     sleep_at = None;
-                    let now = Instant::now();
-                    self.node.handle_timeout(now);
-                    if let Some(policy) = self.policy.as_mut()
-                        && policy.next_wakeup().is_some_and(|at| at <= now)
-                    {
-                        policy.on_timeout(now, &mut self.policy_out);
-                    }
-                    self.run_policy_actions();
+                    self.node.handle_timeout(Instant::now());
                 }
             }
         }
     }
 
     fn deadline(&self) -> Instant {
-        let policy = self.policy.as_ref().and_then(|p| p.next_wakeup());
-        let drain = self.draining.as_ref().map(|d| d.until);
-        [Some(self.wake), policy, drain]
-            .into_iter()
-            .flatten()
-            .min()
-            .unwrap_or(self.wake)
+        match &self.draining {
+            Some(draining) => self.wake.min(draining.until),
+            None => self.wake,
+        }
     }
 
     fn receive(&mut self) {
@@ -305,21 +334,23 @@ impl Driver {
         let now = Instant::now();
         match &event {
             Event::ConnectionEstablished {
-                connection, peer, ..
+                connection,
+                peer,
+                relay,
+                ..
             } => {
-                self.connections
-                    .insert(*connection, ConnInfo { peer: *peer });
+                self.connections.insert(
+                    *connection,
+                    ConnInfo {
+                        peer: *peer,
+                        relay: *relay,
+                    },
+                );
                 if let Some(m) = &self.metrics {
                     m.connections_established.inc();
                 }
                 if let Some(reply) = self.dials.remove(connection) {
                     let _ = reply.send(Ok(*connection));
-                }
-                if self.draining.is_some() {
-                    // Refuse new work while draining.
-                    let _ = self
-                        .node
-                        .close(now, *connection, DRAIN_CLOSE_CODE, b"draining");
                 }
             }
             Event::ConnectionClosed {
@@ -328,7 +359,9 @@ impl Driver {
                 ..
             } => {
                 self.connections.remove(connection);
-                self.reservations.remove(connection);
+                if let Some(relay) = self.reservations.remove(connection) {
+                    self.note_loss(relay, now);
+                }
                 if let Some(m) = &self.metrics {
                     m.connections_closed.inc();
                 }
@@ -357,7 +390,52 @@ impl Driver {
                 }
             }
             Event::ReservationLost { connection, .. } => {
-                self.reservations.remove(connection);
+                if let Some(relay) = self.reservations.remove(connection) {
+                    self.note_loss(relay, now);
+                }
+            }
+            Event::RelaySwitched { from, to, why } => {
+                let took = from
+                    .and_then(|from| self.lost_at.remove(&from))
+                    .map(|at| now.saturating_duration_since(at));
+                self.lost_at.remove(to);
+                tracing::info!(from = ?from.map(|f| f.to_string()), %to, why = why.label(), ?took, "relay switched");
+                if let Some(m) = &self.metrics {
+                    m.record_switch(*why, took);
+                }
+                let _ = self.events.send(AdapterEvent::RelaySwitched(RelaySwitch {
+                    from: *from,
+                    to: *to,
+                    why: *why,
+                    took,
+                }));
+            }
+            Event::CircuitAddrsChanged { addrs } => {
+                if let Some(m) = &self.metrics {
+                    m.circuit_addrs
+                        .set(i64::try_from(addrs.len()).unwrap_or(i64::MAX));
+                }
+            }
+            Event::CircuitDialSucceeded {
+                dial, connection, ..
+            } => {
+                if let Some(reply) = self.circuit_dials.remove(dial) {
+                    let relay = self.connections.get(connection).and_then(|c| c.relay);
+                    let _ = reply.send(match relay {
+                        Some(relay) => Ok(CircuitConnection {
+                            connection: *connection,
+                            relay,
+                        }),
+                        None => Err(Error::CircuitDial(vec![format!(
+                            "{connection} closed before it could be used"
+                        )])),
+                    });
+                }
+            }
+            Event::CircuitDialFailed { dial, errors, .. } => {
+                if let Some(reply) = self.circuit_dials.remove(dial) {
+                    let _ = reply.send(Err(Error::CircuitDial(errors.clone())));
+                }
             }
             Event::StreamReady { stream, .. } => {
                 self.stream_progress = true;
@@ -404,11 +482,24 @@ impl Driver {
             | Event::StreamStopped { .. } => self.stream_progress = true,
             _ => {}
         }
-        if let Some(policy) = self.policy.as_mut() {
-            policy.on_event(now, &event, &mut self.policy_out);
-        }
-        self.run_policy_actions();
         let _ = self.events.send(AdapterEvent::Node(event));
+    }
+
+    /// Remembers when the reservation on `relay` was lost (the first loss counts), so the
+    /// replacement's [`Event::RelaySwitched`] can be timed.
+    fn note_loss(&mut self, relay: PeerId, now: Instant) {
+        if self.lost_at.len() >= PENDING_LOSSES && !self.lost_at.contains_key(&relay) {
+            // Bounded: forget the oldest loss (its replacement will be reported untimed).
+            if let Some(oldest) = self
+                .lost_at
+                .iter()
+                .min_by_key(|(_, at)| **at)
+                .map(|(p, _)| *p)
+            {
+                self.lost_at.remove(&oldest);
+            }
+        }
+        self.lost_at.entry(relay).or_insert(now);
     }
 
     /// Fails every waiter on a connection that ended.
@@ -444,84 +535,49 @@ impl Driver {
         }
     }
 
-    fn run_policy_actions(&mut self) {
-        let now = Instant::now();
-        while !self.policy_out.is_empty() {
-            let actions = std::mem::take(&mut self.policy_out);
-            for action in actions {
-                match action {
-                    PolicyAction::Dial { addr, peer } => {
-                        let result = self
-                            .node
-                            .dial(now, addr, peer)
-                            .map_err(|e: DialError| e.to_string());
-                        tracing::info!(relay = %peer, %addr, ok = result.is_ok(), "dialing relay");
-                        if let Some(policy) = self.policy.as_mut() {
-                            policy.on_dial_started(now, peer, result, &mut self.policy_out);
-                        }
-                    }
-                    PolicyAction::Reserve { connection } => {
-                        if let Err(error) = self.node.reserve(now, connection) {
-                            tracing::warn!(%connection, %error, "reserve failed to start");
-                        }
-                    }
-                    PolicyAction::Close { connection } => {
-                        let _ = self.node.close(now, connection, 0, b"not wanted");
-                    }
-                    PolicyAction::Notice(notice) => {
-                        let PolicyNotice::RelaySwitched {
-                            from,
-                            to,
-                            took,
-                            why,
-                        } = &notice;
-                        tracing::info!(%from, %to, ?took, %why, "relay switched");
-                        if let Some(m) = &self.metrics {
-                            m.relay_switches.inc();
-                            m.failover_seconds.observe(took.as_secs_f64());
-                        }
-                        let _ = self.events.send(AdapterEvent::Policy(notice));
-                    }
-                }
-            }
-        }
-    }
-
     fn apply(&mut self, command: Command) {
         let now = Instant::now();
-        let draining = self.draining.is_some();
         match command {
-            Command::Dial { addr, peer, reply } => {
-                if draining {
-                    let _ = reply.send(Err(Error::Draining));
-                    return;
+            Command::Dial { addr, peer, reply } => match self.node.dial(now, addr, peer) {
+                Ok(connection) => {
+                    self.dials.insert(connection, reply);
                 }
-                match self.node.dial(now, addr, peer) {
-                    Ok(connection) => {
-                        self.dials.insert(connection, reply);
-                    }
-                    Err(error) => {
-                        let _ = reply.send(Err(Error::Dial(error)));
-                    }
+                Err(error) => {
+                    let _ = reply.send(Err(Error::Dial(error)));
                 }
-            }
+            },
             Command::DialThroughRelay {
                 relay_connection,
                 target,
                 reply,
+            } => match self.node.dial_through_relay(now, relay_connection, target) {
+                Ok(connection) => {
+                    self.dials.insert(connection, reply);
+                }
+                Err(error) => {
+                    let _ = reply.send(Err(Error::Dial(error)));
+                }
+            },
+            Command::DialCircuit {
+                target,
+                addrs,
+                reply,
             } => {
-                if draining {
-                    let _ = reply.send(Err(Error::Draining));
+                if self.node.is_draining() {
+                    let _ = reply.send(Err(Error::Dial(dep2p_core::node::DialError::Draining)));
                     return;
                 }
-                match self.node.dial_through_relay(now, relay_connection, target) {
-                    Ok(connection) => {
-                        self.dials.insert(connection, reply);
+                match self.node.dial_circuit(now, target, &addrs) {
+                    Ok(dial) => {
+                        self.circuit_dials.insert(dial, reply);
                     }
                     Err(error) => {
-                        let _ = reply.send(Err(Error::Dial(error)));
+                        let _ = reply.send(Err(Error::CircuitAddr(error)));
                     }
                 }
+            }
+            Command::AddRelayCandidates { candidates, source } => {
+                self.node.add_relay_candidates(now, &candidates, source);
             }
             Command::Reserve { connection, reply } => match self.node.reserve(now, connection) {
                 Ok(()) => {
@@ -670,16 +726,11 @@ impl Driver {
     fn start_drain(&mut self, now: Instant, timeout: Duration, reply: Reply<()>) {
         tracing::info!(
             connections = self.connections.len(),
-            "draining: closing every connection with code DRN"
+            "draining: closing every connection with the core's drain code"
         );
-        // No more relay selection: we are leaving.
-        self.policy = None;
-        let connections: Vec<ConnectionId> = self.connections.keys().copied().collect();
-        for connection in connections {
-            let _ = self
-                .node
-                .close(now, connection, DRAIN_CLOSE_CODE, b"draining");
-        }
+        // The core refuses new reservations and connections, stops AutoRelay, and closes every
+        // connection with CLOSE_DRAINING, which clients take as "fail over now".
+        self.node.drain(now);
         self.draining = Some(Draining {
             until: now + timeout,
             reply: Some(reply),

@@ -7,25 +7,31 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use dep2p_core::addr::quic_multiaddr;
+use dep2p_core::autorelay::CandidateSource;
 use dep2p_core::identity::{Keypair, PeerId};
 use dep2p_core::node::{
-    ClientReservation, ConnectionFailure, ConnectionId, DialError, Event, Node, NodeConfig,
-    NodeError, StreamError, StreamHandle, StreamOpenFailure,
+    CircuitAddrError, ClientReservation, ConnectionFailure, ConnectionId, DialError, Event, Node,
+    NodeConfig, NodeError, StreamError, StreamHandle, StreamOpenFailure,
 };
 use multiaddr::Multiaddr;
 use tokio::sync::{Mutex, broadcast, mpsc, oneshot};
 
-use crate::driver::{Command, Driver, Snapshot, unix_now};
-use crate::failover::{PolicyNotice, RelayPolicy};
+use crate::driver::{CircuitConnection, Command, Driver, RelaySwitch, Snapshot, unix_now};
 use crate::io::UdpIo;
 use crate::metrics::Metrics;
 
 /// Why a handle call failed.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum Error {
-    /// The node refused to dial.
+    /// The node refused to dial (also while draining).
     #[error("dial refused: {0}")]
     Dial(#[from] DialError),
+    /// No circuit address given to [`NodeHandle::dial_circuit`] can be used.
+    #[error("dial refused: {0}")]
+    CircuitAddr(#[from] CircuitAddrError),
+    /// A circuit dial failed through every relay, in every round; what each attempt ran into.
+    #[error("no relay reached the target: {}", .0.join("; "))]
+    CircuitDial(Vec<String>),
     /// The connection ended (or a dial failed) with this reason.
     #[error("connection closed: {0}")]
     ConnectionClosed(ConnectionFailure),
@@ -41,21 +47,19 @@ pub enum Error {
     /// A ping failed.
     #[error("ping failed: {0}")]
     Ping(String),
-    /// The node is draining and takes no new work.
-    #[error("the node is draining")]
-    Draining,
     /// The node's task has stopped.
     #[error("the node has stopped")]
     Stopped,
 }
 
-/// An event of the node or of its relay policy.
+/// An event of the node, as the application sees it.
 #[derive(Debug, Clone)]
 pub enum AdapterEvent {
-    /// Reported by the core.
+    /// Reported by the core, unchanged (including its own `RelaySwitched`).
     Node(Event),
-    /// Reported by the relay policy (failover).
-    Policy(PolicyNotice),
+    /// The core's AutoRelay switched relays; sent right after the core's
+    /// [`Event::RelaySwitched`], with the failover time the driver measured.
+    RelaySwitched(RelaySwitch),
 }
 
 /// A stream the peer opened for one of our protocols.
@@ -79,8 +83,9 @@ pub struct NodeOptions {
     pub bind: SocketAddr,
     /// Addresses to announce instead of the bound one (a relay behind a NAT or on 0.0.0.0).
     pub external_addrs: Vec<Multiaddr>,
-    /// Relay selection (failover) policy, for a client that reserves on relays.
-    pub policy: Option<Box<dyn RelayPolicy>>,
+    /// Relay candidates handed to AutoRelay at start as its bootstrap list (a relay's PeerId
+    /// and its QUIC multiaddrs). Needs `config.auto_relay(Some(..))`; ignored without it.
+    pub relay_candidates: Vec<(PeerId, Vec<Multiaddr>)>,
     /// Where to count what happens.
     pub metrics: Option<Arc<Metrics>>,
     /// Inbound streams queued for [`NodeHandle::accept`] before new ones are reset.
@@ -88,7 +93,7 @@ pub struct NodeOptions {
 }
 
 impl NodeOptions {
-    /// Options with defaults: no policy, no metrics, a backlog of 256.
+    /// Options with defaults: no relay candidates, no metrics, a backlog of 256.
     #[must_use]
     pub fn new(config: NodeConfig, keypair: Keypair, bind: SocketAddr) -> Self {
         Self {
@@ -96,7 +101,7 @@ impl NodeOptions {
             keypair,
             bind,
             external_addrs: Vec::new(),
-            policy: None,
+            relay_candidates: Vec::new(),
             metrics: None,
             accept_backlog: 256,
         }
@@ -183,7 +188,7 @@ impl NodeHandle {
             keypair,
             bind,
             external_addrs,
-            policy,
+            relay_candidates,
             metrics,
             accept_backlog,
         } = options;
@@ -229,7 +234,7 @@ impl NodeHandle {
             commands_rx,
             events,
             inbound_tx,
-            policy,
+            relay_candidates,
             metrics,
             driver_handle,
         );
@@ -294,6 +299,36 @@ impl NodeHandle {
         .await
     }
 
+    /// Dials `target` through the relays of its circuit addresses
+    /// (`<relay quic addr>/p2p/<relay>/p2p-circuit[/p2p/<target>]`): the first relay, the next
+    /// when one fails, the whole list again after a backoff, a bounded number of rounds (the
+    /// core's [`Node::dial_circuit`]). Waits until TLS authenticated `target` end to end.
+    pub async fn dial_circuit(
+        &self,
+        target: PeerId,
+        addrs: Vec<Multiaddr>,
+    ) -> Result<CircuitConnection, Error> {
+        self.call(|reply| Command::DialCircuit {
+            target,
+            addrs,
+            reply,
+        })
+        .await
+    }
+
+    /// Gives AutoRelay more relay candidates (a relay's PeerId and its QUIC multiaddrs).
+    /// Does nothing unless the node was started with AutoRelay.
+    pub async fn add_relay_candidates(
+        &self,
+        candidates: Vec<(PeerId, Vec<Multiaddr>)>,
+        source: CandidateSource,
+    ) -> Result<(), Error> {
+        self.commands
+            .send(Command::AddRelayCandidates { candidates, source })
+            .await
+            .map_err(|_| Error::Stopped)
+    }
+
     /// Reserves a slot on the relay at the other end of `connection` (renewed automatically).
     pub async fn reserve(&self, connection: ConnectionId) -> Result<ClientReservation, Error> {
         self.call(|reply| Command::Reserve { connection, reply })
@@ -353,9 +388,10 @@ impl NodeHandle {
         self.call(|reply| Command::Stats { reply }).await
     }
 
-    /// Graceful drain (DESIGN §5.2): refuse new work, close every connection with
-    /// [`DRAIN_CLOSE_CODE`](crate::DRAIN_CLOSE_CODE), wait until they are gone or `timeout`
-    /// passed; then the node's task ends.
+    /// Graceful drain (DESIGN §5.2), the core's [`Node::drain`]: refuse new reservations and
+    /// connections, stop AutoRelay, close every connection with
+    /// [`CLOSE_DRAINING`](dep2p_core::node::CLOSE_DRAINING) (clients fail over at once); wait
+    /// until they are gone or `timeout` passed; then the node's task ends.
     pub async fn drain(&self, timeout: Duration) -> Result<(), Error> {
         self.call(|reply| Command::Drain { timeout, reply }).await
     }

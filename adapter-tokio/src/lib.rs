@@ -25,8 +25,8 @@
 //! One task per socket drives the node ([`driver`] module docs): it drains the node's outputs,
 //! then waits on the socket (batched `quinn-udp` receive), the command channel of the handles,
 //! and one sleep for the node's next deadline. A client that should stay reachable through
-//! relays passes a [`failover::RelayPolicy`] (today [`failover::StaticFailover`]; AutoRelay
-//! replaces it).
+//! relays turns on the core's AutoRelay (`NodeConfig::auto_relay`) and passes relay candidates
+//! in [`NodeOptions::relay_candidates`]; the core selects, reserves, renews and fails over.
 
 #![forbid(unsafe_code)]
 
@@ -36,10 +36,9 @@ pub mod cli;
 pub mod config;
 pub mod demo;
 mod driver;
-pub mod failover;
 mod handle;
 mod io;
 pub mod metrics;
 
-pub use driver::{DRAIN_CLOSE_CODE, Snapshot};
+pub use driver::{CircuitConnection, RelaySwitch, Snapshot};
 pub use handle::{AdapterEvent, Error, InboundStream, NodeHandle, NodeOptions, StartError, Stream};

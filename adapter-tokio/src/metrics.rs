@@ -2,12 +2,15 @@
 //!
 //! Counters the core keeps (reservations accepted, circuits opened, bytes relayed, rejections by
 //! reason) are copied from a fresh [`Snapshot`] on every scrape, so a scrape shows exactly what
-//! the node has done; events the adapter sees (connections, relay switches, failover durations)
-//! are counted as they happen.
+//! the node has done; events the adapter sees (connections, the core AutoRelay's relay switches
+//! and circuit addresses, failover durations) are counted as they happen.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use dep2p_core::autorelay::SwitchReason;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -52,10 +55,13 @@ pub struct Metrics {
     pub connections_closed: Counter,
     /// Relays on which this client holds a reservation now.
     pub client_reservations: Gauge,
-    /// Failovers: a lost reservation replaced on another relay.
-    pub relay_switches: Counter,
-    /// Time from losing a reservation to holding a new one.
+    /// Relays taken into the held set by AutoRelay, by reason (`initial`, `connection_lost`,
+    /// `drained`, `refused`, `reservation_failed`, `expired`, `better`).
+    pub relay_switches: Family<ReasonLabel, Counter>,
+    /// Time from losing a reservation to holding its replacement.
     pub failover_seconds: Histogram,
+    /// Circuit addresses this client advertises now (AutoRelay's set).
+    pub circuit_addrs: Gauge,
 }
 
 impl Default for Metrics {
@@ -80,8 +86,9 @@ impl Metrics {
             connections_established: Counter::default(),
             connections_closed: Counter::default(),
             client_reservations: Gauge::default(),
-            relay_switches: Counter::default(),
+            relay_switches: Family::default(),
             failover_seconds: Histogram::new(exponential_buckets(0.01, 2.0, 14)),
+            circuit_addrs: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -132,15 +139,31 @@ impl Metrics {
         );
         registry.register(
             "client_relay_switches",
-            "Lost reservations replaced on another relay",
+            "Relays taken into the held set by AutoRelay, by reason",
             m.relay_switches.clone(),
         );
         registry.register(
             "client_failover_duration_seconds",
-            "Time from losing a reservation to holding a new one",
+            "Time from losing a reservation to holding its replacement",
             m.failover_seconds.clone(),
         );
+        registry.register(
+            "client_circuit_addrs",
+            "Circuit addresses this client advertises now",
+            m.circuit_addrs.clone(),
+        );
         Self { registry, ..m }
+    }
+
+    /// Counts a relay switch; `took` is the failover time, when a lost reservation was replaced.
+    pub fn record_switch(&self, why: SwitchReason, took: Option<Duration>) {
+        let label = ReasonLabel {
+            reason: why.label().to_owned(),
+        };
+        self.relay_switches.get_or_create(&label).inc();
+        if let Some(took) = took {
+            self.failover_seconds.observe(took.as_secs_f64());
+        }
     }
 
     /// Copies a snapshot's values into the metrics.

@@ -103,6 +103,13 @@ fn example_config_in_deploy_loads() {
     let limits = file.relay_limits().unwrap();
     assert_eq!(limits.connection_watermarks(), (100, 200));
     assert!(file.relay.reservation_rate_per_ip.is_some() && file.client.min_relays.is_some());
+    // [client] lists every AutoRelay knob with the core's default.
+    let client = file.client().unwrap();
+    assert_eq!(
+        client.auto_relay,
+        dep2p_core::autorelay::AutoRelayConfig::default()
+    );
+    assert_eq!(client.relays.len(), 1);
 }
 
 #[test]

@@ -92,20 +92,27 @@ fn relayed_64_mib_transfer_arrives_intact_and_metrics_count_it_then_sigterm_drai
 #[test]
 fn killing_the_relay_mid_transfer_fails_the_dialer_clearly_and_the_node_reserves_on_the_other_relay()
  {
-    let (mut relay_a, a_addr, _) = relay(&[]);
-    let (_relay_b, b_addr, b_metrics) = relay(&[]);
-    let a_peer = a_addr.rsplit('/').next().unwrap().to_owned();
-    let b_peer = b_addr.rsplit('/').next().unwrap().to_owned();
+    let (relay_a, a_addr, a_metrics) = relay(&[]);
+    let (relay_b, b_addr, b_metrics) = relay(&[]);
     let fast_detection = ["--idle-timeout", "2s", "--keep-alive", "500ms"];
-    let mut extra = vec!["--min-relays", "1"];
+    let mut extra = vec!["--min-relays", "1", "--metrics", "127.0.0.1:0"];
     extra.extend_from_slice(&fast_detection);
     let (mut n, n_id) = node(&[&a_addr, &b_addr], &extra);
+    let node_metrics = field(&n.expect_line("metrics ", Duration::from_secs(10)), "url").to_owned();
     let line = n.expect_line("reserved ", Duration::from_secs(10));
-    assert_eq!(
-        field(&line, "relay"),
-        a_peer,
-        "the first relay is preferred"
-    );
+    // AutoRelay picks one of the two (randomly among equals): kill that one.
+    let a_peer = a_addr.rsplit('/').next().unwrap().to_owned();
+    let b = (relay_b, b_addr, b_metrics);
+    let a = (relay_a, a_addr, a_metrics);
+    let ((mut victim, victim_addr, _), (_survivor, survivor_addr, survivor_metrics)) =
+        if field(&line, "relay") == a_peer {
+            (a, b)
+        } else {
+            (b, a)
+        };
+    let victim_peer = victim_addr.rsplit('/').next().unwrap().to_owned();
+    let survivor_peer = survivor_addr.rsplit('/').next().unwrap().to_owned();
+    assert_eq!(field(&line, "relay"), victim_peer);
 
     let mut args = vec![
         "dial",
@@ -117,13 +124,13 @@ fn killing_the_relay_mid_transfer_fails_the_dialer_clearly_and_the_node_reserves
         "60s",
     ];
     args.extend_from_slice(&fast_detection);
-    let target = format!("{a_addr}/p2p-circuit/p2p/{n_id}");
+    let target = format!("{victim_addr}/p2p-circuit/p2p/{n_id}");
     args.push(&target);
     let mut dial = Proc::spawn(&args);
     dial.expect_line("circuit ", Duration::from_secs(10));
     std::thread::sleep(Duration::from_millis(300));
-    relay_a.signal("KILL");
-    relay_a.wait(Duration::from_secs(5));
+    victim.signal("KILL");
+    victim.wait(Duration::from_secs(5));
 
     let status = dial.wait(Duration::from_secs(30));
     assert_eq!(status.code(), Some(1), "stdout {:#?}", dial.seen);
@@ -131,15 +138,81 @@ fn killing_the_relay_mid_transfer_fails_the_dialer_clearly_and_the_node_reserves
     assert!(
         stderr.contains("error: transfer failed after")
             && stderr.contains("lost: connection closed")
-            && stderr.contains(&a_peer),
+            && stderr.contains(&victim_peer),
         "a clear error naming the relay: {stderr}"
     );
 
-    let switched = n.expect_line("switched ", Duration::from_secs(15));
-    assert_eq!(field(&switched, "from"), a_peer);
-    assert_eq!(field(&switched, "to"), b_peer);
-    let text = http_get(&b_metrics);
+    // The node's AutoRelay noticed the loss (idle timeout) and reserved on the other relay.
+    let switched = n.expect_line(
+        &format!("switched from={victim_peer}"),
+        Duration::from_secs(15),
+    );
+    assert_eq!(field(&switched, "to"), survivor_peer);
+    assert_eq!(field(&switched, "why"), "connection_lost");
+    let took: u64 = field(&switched, "took_ms")
+        .parse()
+        .expect("a measured failover");
+    assert!(took < 10_000, "failover took {took} ms");
+    let text = http_get(&survivor_metrics);
     assert_eq!(metric(&text, "dep2p_relay_reservations"), 1.0);
+
+    // The node's metrics: one first acquisition, one failover (timed), one circuit address.
+    let text = http_get(&node_metrics);
+    assert!(
+        text.contains("dep2p_client_relay_switches_total{reason=\"initial\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("dep2p_client_relay_switches_total{reason=\"connection_lost\"} 1"),
+        "{text}"
+    );
+    assert_eq!(
+        metric(&text, "dep2p_client_failover_duration_seconds_count"),
+        1.0
+    );
+    assert_eq!(metric(&text, "dep2p_client_circuit_addrs"), 1.0);
+    assert_eq!(metric(&text, "dep2p_client_reservations"), 1.0);
+}
+
+#[test]
+fn dial_falls_back_to_the_next_circuit_address_when_the_first_relay_is_down() {
+    let (mut relay_a, a_addr, _) = relay(&[]);
+    let (_relay_b, b_addr, _) = relay(&[]);
+    // The node holds reservations on both relays (min_relays 2).
+    let (mut n, n_id) = node(&[&a_addr, &b_addr], &["--min-relays", "2"]);
+    n.expect_line("reserved ", Duration::from_secs(10));
+    n.expect_line("reserved ", Duration::from_secs(10));
+    let addrs = n.expect_line("addrs count=2", Duration::from_secs(10));
+    assert!(addrs.contains("p2p-circuit"), "{addrs}");
+    relay_a.signal("KILL");
+    relay_a.wait(Duration::from_secs(5));
+
+    let b_peer = b_addr.rsplit('/').next().unwrap().to_owned();
+    let first = format!("{a_addr}/p2p-circuit/p2p/{n_id}");
+    let second = format!("{b_addr}/p2p-circuit/p2p/{n_id}");
+    let mut dial = Proc::spawn(&[
+        "dial",
+        "--listen",
+        "127.0.0.1:0",
+        "--bytes",
+        "1MiB",
+        "--idle-timeout",
+        "1s",
+        "--keep-alive",
+        "250ms",
+        &first,
+        &second,
+    ]);
+    let status = dial.wait(Duration::from_secs(30));
+    assert!(status.success(), "{:#?}\n{}", dial.seen, dial.stderr());
+    let circuit = dial
+        .seen
+        .iter()
+        .find(|l| l.starts_with("circuit "))
+        .expect("circuit line")
+        .clone();
+    assert_eq!(field(&circuit, "relay"), b_peer, "fell back to relay B");
+    assert!(dial.seen.iter().any(|l| l.contains("checksum=ok")));
 }
 
 #[test]
@@ -154,6 +227,7 @@ fn demo_prints_a_summary_with_matching_checksums_and_every_node_failed_over() {
     );
     assert!(out.contains("relay A stopped"), "{out}");
     assert!(out.contains("3/3 nodes moved to B"), "{out}");
+    assert!(out.contains("(why: drained)"), "{out}");
     assert!(
         out.contains("reservations on B          3 held now"),
         "{out}"
