@@ -32,6 +32,7 @@
 
 pub mod apps;
 pub mod bench;
+pub mod builder;
 pub mod cli;
 pub mod config;
 pub mod demo;
