@@ -834,12 +834,22 @@ impl Conn {
         }
     }
 
+    /// The peer sent STOP_SENDING: it reads no more of this stream. That ends only our sending
+    /// side. A stream whose remaining work is reading goes on: rust-libp2p answers identify
+    /// (and a relay answers RESERVE) by writing, finishing and dropping the stream, and quinn
+    /// stops the receiving side on drop, so the STOP_SENDING can arrive together with the very
+    /// answer we are waiting for.
     fn on_stopped(&mut self, id: StreamKey, code: u64, ctx: &mut Ctx<'_>) {
         let Some(entry) = self.streams.get_mut(&id) else {
             return;
         };
         entry.send_closed = true;
+        let all_sent = entry.pending_write.is_empty();
         entry.pending_write.clear();
+        if all_sent && only_reads_from_now_on(&entry.kind) {
+            self.with_entry(id, |_| {});
+            return;
+        }
         match &entry.kind {
             StreamKind::App { .. } => {
                 ctx.events.push(Event::StreamStopped {
@@ -999,5 +1009,26 @@ impl Conn {
             self.report_stream_failure(id, &entry.kind, StreamOpenFailure::TimedOut, ctx);
         }
         self.abort_stream(id, CODE_TIMED_OUT);
+    }
+}
+
+/// Whether a stream of this kind, its own bytes all sent, has nothing left to write: it only
+/// waits for the peer's answer (see `Conn::on_stopped`).
+fn only_reads_from_now_on(kind: &StreamKind) -> bool {
+    match kind {
+        // Our proposal is out; an identify request writes nothing after the negotiation.
+        StreamKind::Negotiating {
+            negotiation: Negotiation::Dialer(_),
+            purpose: Purpose::Identify,
+            ..
+        } => true,
+        // The RESERVE is out; the STATUS may still come. (CONNECT and STOP go on as a circuit
+        // that must write, so a stop there still fails them.)
+        StreamKind::RelayRead {
+            role: RelayRole::Reserve,
+            ..
+        }
+        | StreamKind::IdentifyFetch { .. } => true,
+        _ => false,
     }
 }
