@@ -551,7 +551,8 @@ impl Node {
     }
 
     /// Shuts down gracefully (DESIGN §5.2): refuses new reservations and closes every
-    /// connection with [`CLOSE_DRAINING`], so clients fail over at once. The node stays usable
+    /// connection with [`CLOSE_DRAINING`], so clients fail over at once. AutoRelay stops too
+    /// (it would otherwise replace the relay connections this closes). The node stays usable
     /// for the few round trips the closes need; drop it after its connections are gone
     /// ([`Node::stats`] `connections == 0`).
     pub fn drain(&mut self, now: Instant) {
@@ -559,6 +560,8 @@ impl Node {
         if let Some(server) = self.relay.as_mut() {
             server.draining = true;
         }
+        // Before the closes: AutoRelay must not see them as losses to replace.
+        self.autorelay = None;
         // No new connections either: without a server config the endpoint refuses them.
         self.endpoint.set_server_config(None);
         let ids: Vec<ConnectionId> = self.connections.keys().copied().collect();
