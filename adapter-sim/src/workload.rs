@@ -208,10 +208,11 @@ impl Workload {
                 FlowState::Idle(at) if at <= now => self.start_flow(sim, policies, index),
                 FlowState::ConnectingRelay(relay, connection) => {
                     let dialer = self.clients[self.pairs[index].dialer];
-                    let target_relay = policies[self.pairs[index].target]
-                        .reserved()
-                        .map(|(r, _)| r);
-                    if target_relay != Some(relay) {
+                    let target_there = policies[self.pairs[index].target]
+                        .reservations()
+                        .iter()
+                        .any(|&(r, _)| r == relay);
+                    if !target_there {
                         // The target moved (or lost its reservation): give up on this relay.
                         self.extra.remove(&(dialer, relay));
                         let _ = sim.command(dialer, |node, now| {
@@ -231,15 +232,21 @@ impl Workload {
     fn start_flow(&mut self, sim: &mut Sim, policies: &[Box<dyn RelayPolicy>], index: usize) {
         let pair = &self.pairs[index];
         let dialer = self.clients[pair.dialer];
-        let Some((relay, _)) = policies[pair.target].reserved() else {
+        let targets = policies[pair.target].reservations();
+        let Some(&(first, _)) = targets.first() else {
             return; // the target is unreachable now: try again next tick
         };
-        if let Some((own, connection)) = policies[pair.dialer].reserved()
-            && own == relay
+        // A relay both hold reservations on first: the dialer's own relay connection is live
+        // (a relay the dialer found dead is no longer in its list), no extra connection needed.
+        if let Some(&(relay, connection)) = policies[pair.dialer]
+            .reservations()
+            .iter()
+            .find(|(own, _)| targets.iter().any(|(t, _)| t == own))
         {
             self.dial_through(sim, index, relay, connection);
             return;
         }
+        let relay = first;
         match self.extra.get(&(dialer, relay)) {
             Some(&(connection, true)) => self.dial_through(sim, index, relay, connection),
             Some(&(connection, false)) => {
