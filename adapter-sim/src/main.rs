@@ -36,6 +36,9 @@ struct Args {
     /// Payload bytes per circuit flow.
     #[arg(long, default_value_t = 32 * 1024)]
     flow_bytes: u64,
+    /// Client pairs that stream data (default: all); the others only hold reservations.
+    #[arg(long)]
+    pairs: Option<usize>,
     /// Write an SVG timeline of reservations per relay to this file.
     #[arg(long)]
     svg: Option<std::path::PathBuf>,
@@ -67,6 +70,7 @@ fn main() -> ExitCode {
         return ExitCode::from(2);
     }
     config.workload.flow_bytes = args.flow_bytes;
+    config.workload.pairs = args.pairs;
     config.sabotage = args.sabotage;
 
     println!(

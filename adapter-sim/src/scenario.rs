@@ -160,6 +160,9 @@ impl ScenarioConfig {
         if let Some(length) = self.length {
             cmd += &format!(" --virtual-secs {}", length.as_secs());
         }
+        if let Some(pairs) = self.workload.pairs {
+            cmd += &format!(" --pairs {pairs}");
+        }
         if let Some(sabotage) = self.sabotage {
             cmd += &format!(" --sabotage {}", sabotage_name(sabotage));
         }
@@ -722,7 +725,14 @@ fn dispatch(
                 let before = clients.policies[i].reservations().to_vec();
                 clients.policies[i].on_event(sim, &event);
                 clients.requeue(i);
-                metrics.observe(sim, checkers, i, &event, &before, &clients.policies[i]);
+                metrics.observe(
+                    sim,
+                    checkers,
+                    i,
+                    &event,
+                    &before,
+                    clients.policies[i].as_ref(),
+                );
             }
             workload.on_event(sim, checkers, host, &event);
         }
@@ -1044,7 +1054,7 @@ impl Metrics {
         i: usize,
         event: &Event,
         before: &[Held],
-        policy: &Box<dyn RelayPolicy>,
+        policy: &dyn RelayPolicy,
     ) {
         let now = sim.now();
         let after = policy.reservations();

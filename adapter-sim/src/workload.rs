@@ -45,6 +45,10 @@ pub struct WorkloadConfig {
     pub tick: Duration,
     /// Longest pause between two flows of a pair.
     pub max_pause: Duration,
+    /// Most pairs that stream data (the first ones); the other clients only hold
+    /// reservations. `None`: every pair. Each flow opens a relayed connection with its own
+    /// TLS handshake, which dominates large runs.
+    pub pairs: Option<usize>,
 }
 
 impl Default for WorkloadConfig {
@@ -54,6 +58,7 @@ impl Default for WorkloadConfig {
             bytes_per_tick: 2048,
             tick: Duration::from_millis(100),
             max_pause: Duration::from_secs(1),
+            pairs: None,
         }
     }
 }
@@ -147,7 +152,7 @@ impl Workload {
     /// A workload over `clients` (paired in order; an odd one out only holds a reservation).
     #[must_use]
     pub fn new(config: WorkloadConfig, clients: Vec<HostId>, start: Instant, rng: SimRng) -> Self {
-        let pairs = (0..clients.len() / 2)
+        let pairs = (0..(clients.len() / 2).min(config.pairs.unwrap_or(usize::MAX)))
             .map(|k| Pair {
                 dialer: 2 * k,
                 target: 2 * k + 1,
