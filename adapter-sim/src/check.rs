@@ -49,6 +49,8 @@ pub struct CheckedLimits {
 #[derive(Debug)]
 pub struct Checkers {
     limits: CheckedLimits,
+    /// Relays held to other limits than `limits`.
+    relay_limits: BTreeMap<HostId, CheckedLimits>,
     /// Each relay's counters after the previous step, with the incarnation they belong to.
     last: BTreeMap<HostId, (u32, RelayStats)>,
     violations: Vec<Violation>,
@@ -62,10 +64,16 @@ impl Checkers {
     pub fn new(limits: CheckedLimits) -> Self {
         Self {
             limits,
+            relay_limits: BTreeMap::new(),
             last: BTreeMap::new(),
             violations: Vec::new(),
             keep: 50,
         }
+    }
+
+    /// Holds `relay` to `limits` instead of the common ones.
+    pub fn set_relay_limits(&mut self, relay: HostId, limits: CheckedLimits) {
+        self.relay_limits.insert(relay, limits);
     }
 
     /// The violations found so far.
@@ -95,23 +103,28 @@ impl Checkers {
                 continue;
             };
             let name = sim.name(relay).to_owned();
-            if stats.reservations > self.limits.max_reservations {
+            let limits = self
+                .relay_limits
+                .get(&relay)
+                .copied()
+                .unwrap_or(self.limits);
+            if stats.reservations > limits.max_reservations {
                 self.violate(
                     at,
                     "limits",
                     format!(
                         "{name} holds {} reservations, limit {}",
-                        stats.reservations, self.limits.max_reservations
+                        stats.reservations, limits.max_reservations
                     ),
                 );
             }
-            if stats.circuits > self.limits.max_circuits {
+            if stats.circuits > limits.max_circuits {
                 self.violate(
                     at,
                     "limits",
                     format!(
                         "{name} holds {} circuits, limit {}",
-                        stats.circuits, self.limits.max_circuits
+                        stats.circuits, limits.max_circuits
                     ),
                 );
             }

@@ -15,7 +15,8 @@
 //! same scenario and seed give the same hash.
 //!
 //! On top of the world, [`scenario::run`] drives a named scenario: clients keep reservations
-//! through a [`policy::RelayPolicy`] (a scripted stand-in for AutoRelay), a
+//! through a [`policy::RelayPolicy`] (the node's own AutoRelay by default, or the scripted
+//! stand-in), a
 //! [`workload::Workload`] streams checkable data over circuits, a [`fault::FaultScript`]
 //! (written by hand or drawn per seed) breaks things, and [`check::Checkers`] verify the
 //! invariants after every step, at the end (counters back to zero) and once after the faults

@@ -4,27 +4,41 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use dep2p_sim::scenario::{self, ScenarioConfig, ScenarioKind, parse_sabotage};
+use dep2p_sim::policy::PolicyKind;
+use dep2p_sim::scenario::{self, ScenarioConfig, parse_sabotage};
 
 /// Deterministic dep2p network simulator: real nodes on a virtual network, with faults,
 /// invariant checkers and replay by seed.
 #[derive(Debug, Parser)]
 #[command(name = "dep2p-sim", version)]
 struct Args {
-    /// Scenario: tier1-restart, tier2-failover or chaos.
-    scenario: ScenarioKind,
+    /// Scenario: tier1-restart, tier2-failover, tier2-drain, relay-restart, capacity,
+    /// rtt-jitter or chaos.
+    scenario: dep2p_sim::scenario::ScenarioKind,
     /// Root seed: the same seed replays the same run.
     #[arg(long, default_value_t = 1)]
     seed: u64,
     /// Relay clients.
     #[arg(long, default_value_t = 8)]
     clients: usize,
-    /// Relays (tier2-failover needs at least 2).
+    /// Relays (default: 1 for tier1-restart, 2 for relay-restart and chaos, else 3).
     #[arg(long)]
     relays: Option<usize>,
+    /// Client relay policy: autorelay (the node's AutoRelay) or scripted (the old stand-in).
+    #[arg(long, default_value = "autorelay")]
+    policy: PolicyKind,
+    /// AutoRelay's min_relays.
+    #[arg(long, default_value_t = 2)]
+    min_relays: usize,
+    /// Keep the workload running at least this many virtual seconds (e.g. 600).
+    #[arg(long)]
+    virtual_secs: Option<u64>,
     /// Payload bytes per circuit flow.
     #[arg(long, default_value_t = 32 * 1024)]
     flow_bytes: u64,
+    /// Client pairs that stream data (default: all); the others only hold reservations.
+    #[arg(long)]
+    pairs: Option<usize>,
     /// Write an SVG timeline of reservations per relay to this file.
     #[arg(long)]
     svg: Option<std::path::PathBuf>,
@@ -40,23 +54,33 @@ fn main() -> ExitCode {
     if let Some(relays) = args.relays {
         config.relays = relays;
     }
-    if config.kind == ScenarioKind::Tier2Failover && config.relays < 2 {
-        eprintln!("tier2-failover needs --relays 2 or more");
+    config.policy = args.policy;
+    config.min_relays = args.min_relays;
+    config.length = args.virtual_secs.map(Duration::from_secs);
+    if config.relays < config.min_relays_needed() {
+        eprintln!(
+            "{} needs --relays {} or more",
+            config.kind,
+            config.min_relays_needed()
+        );
         return ExitCode::from(2);
     }
-    if config.relays == 0 {
-        eprintln!("--relays must be at least 1");
+    if config.min_relays == 0 || config.min_relays > 16 {
+        eprintln!("--min-relays must be between 1 and 16");
         return ExitCode::from(2);
     }
     config.workload.flow_bytes = args.flow_bytes;
+    config.workload.pairs = args.pairs;
     config.sabotage = args.sabotage;
 
     println!(
-        "dep2p-sim {} seed={} clients={} relays={} flow_bytes={} sabotage={}",
+        "dep2p-sim {} seed={} clients={} relays={} policy={} min_relays={} flow_bytes={} sabotage={}",
         config.kind,
         config.seed,
         config.clients,
         config.relays,
+        config.policy,
+        config.min_relays,
         config.workload.flow_bytes,
         config.sabotage.map_or("none", scenario::sabotage_name)
     );

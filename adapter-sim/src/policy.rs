@@ -1,9 +1,17 @@
-//! How a client keeps a reservation: a small trait so that AutoRelay (DESIGN §5.2) can replace
-//! the scripted policy of the scenarios later.
+//! How a client keeps its reservations: a small trait with two implementations. The default,
+//! [`AutoRelayPolicy`], is the node's own AutoRelay (DESIGN §5.2): the policy hands it the
+//! relays as bootstrap candidates and watches. [`ScriptedFailover`] is the older scripted
+//! stand-in (one reservation, next relay on loss), kept to compare against.
 
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
 use std::time::{Duration, Instant};
 
+use dep2p_core::autorelay::CandidateSource;
+use dep2p_core::identity::PeerId;
 use dep2p_core::node::{ConnectionId, Event};
+use multiaddr::Multiaddr;
 
 use crate::{HostId, Sim};
 
@@ -17,10 +25,172 @@ pub trait RelayPolicy {
     fn on_wake(&mut self, sim: &mut Sim);
     /// When the policy wants [`RelayPolicy::on_wake`].
     fn wake_at(&self) -> Option<Instant>;
-    /// The relay and connection of the reservation held now, if any.
-    fn reserved(&self) -> Option<(HostId, ConnectionId)>;
-    /// Stops: closes the relay connection and does nothing more (end of the workload).
+    /// The reservations held now (relay and connection), in relay order.
+    fn reservations(&self) -> &[(HostId, ConnectionId)];
+    /// The first reservation held now, if any.
+    fn reserved(&self) -> Option<(HostId, ConnectionId)> {
+        self.reservations().first().copied()
+    }
+    /// Stops for good: gives up the reservations and closes the relay connections (end of the
+    /// workload).
     fn stop(&mut self, sim: &mut Sim);
+}
+
+/// Which [`RelayPolicy`] the clients of a scenario use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PolicyKind {
+    /// The node's AutoRelay ([`AutoRelayPolicy`]).
+    AutoRelay,
+    /// The scripted stand-in ([`ScriptedFailover`]).
+    Scripted,
+}
+
+impl PolicyKind {
+    /// The CLI name.
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::AutoRelay => "autorelay",
+            Self::Scripted => "scripted",
+        }
+    }
+}
+
+impl fmt::Display for PolicyKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for PolicyKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "autorelay" => Ok(Self::AutoRelay),
+            "scripted" => Ok(Self::Scripted),
+            other => Err(format!("unknown policy `{other}` (autorelay, scripted)")),
+        }
+    }
+}
+
+/// The node's own AutoRelay as the client policy. The client's `NodeConfig` must enable
+/// AutoRelay. At start the policy adds every relay as a bootstrap candidate; from then on the
+/// node dials, reserves, renews and replaces relays by itself, and the policy only keeps track
+/// of which reservations the node holds (for the workload and the metrics). Optionally it pings
+/// every direct connection periodically, as libp2p's ping behaviour does, so AutoRelay's
+/// scores follow the measured RTT.
+#[derive(Debug, Clone)]
+pub struct AutoRelayPolicy {
+    client: HostId,
+    candidates: Vec<(PeerId, Vec<Multiaddr>)>,
+    relay_of: BTreeMap<PeerId, HostId>,
+    /// The connection of the latest reservation accepted by each relay.
+    connection_of: BTreeMap<HostId, ConnectionId>,
+    held: Vec<(HostId, ConnectionId)>,
+    ping_every: Option<Duration>,
+    next_ping: Option<Instant>,
+}
+
+impl AutoRelayPolicy {
+    /// A policy for `client` with `relays` as bootstrap candidates; with `ping_every`, it pings
+    /// the client's direct connections at that period.
+    #[must_use]
+    pub fn new(sim: &Sim, client: HostId, relays: &[HostId], ping_every: Option<Duration>) -> Self {
+        let candidates = relays
+            .iter()
+            .map(|&r| {
+                let addr = dep2p_core::addr::quic_multiaddr(sim.addr(r));
+                (sim.peer_id(r), vec![addr])
+            })
+            .collect();
+        Self {
+            client,
+            candidates,
+            relay_of: relays.iter().map(|&r| (sim.peer_id(r), r)).collect(),
+            connection_of: BTreeMap::new(),
+            held: Vec::new(),
+            ping_every,
+            next_ping: None,
+        }
+    }
+
+    /// Re-reads the held set from the node's AutoRelay.
+    fn refresh(&mut self, sim: &Sim) {
+        self.held.clear();
+        let Some(auto) = sim.node(self.client).and_then(|n| n.auto_relay()) else {
+            return;
+        };
+        for relay in auto.held_relays() {
+            if let Some(&host) = self.relay_of.get(&relay.peer)
+                && let Some(&connection) = self.connection_of.get(&host)
+            {
+                self.held.push((host, connection));
+            }
+        }
+        self.held.sort_unstable();
+    }
+}
+
+impl RelayPolicy for AutoRelayPolicy {
+    fn start(&mut self, sim: &mut Sim) {
+        let candidates = std::mem::take(&mut self.candidates);
+        let _ = sim.command(self.client, |node, now| {
+            node.add_relay_candidates(now, &candidates, CandidateSource::Bootstrap);
+        });
+        self.candidates = candidates;
+        self.next_ping = self.ping_every.map(|every| sim.now() + every);
+        self.refresh(sim);
+    }
+
+    fn on_event(&mut self, sim: &mut Sim, event: &Event) {
+        match event {
+            Event::ReservationAccepted {
+                connection, relay, ..
+            } => {
+                if let Some(&host) = self.relay_of.get(relay) {
+                    self.connection_of.insert(host, *connection);
+                }
+            }
+            Event::ConnectionClosed { connection, .. } => {
+                self.connection_of.retain(|_, c| c != connection);
+            }
+            Event::ReservationLost { .. }
+            | Event::CircuitAddrsChanged { .. }
+            | Event::RelaySwitched { .. } => {}
+            _ => return,
+        }
+        self.refresh(sim);
+    }
+
+    fn on_wake(&mut self, sim: &mut Sim) {
+        let (Some(at), Some(every)) = (self.next_ping, self.ping_every) else {
+            return;
+        };
+        if at > sim.now() {
+            return;
+        }
+        let connections: Vec<ConnectionId> = sim.connections(self.client).iter().copied().collect();
+        for connection in connections {
+            let _ = sim.command(self.client, |node, now| node.ping(now, connection));
+        }
+        self.next_ping = Some(sim.now() + every);
+    }
+
+    fn wake_at(&self) -> Option<Instant> {
+        self.next_ping
+    }
+
+    fn reservations(&self) -> &[(HostId, ConnectionId)] {
+        &self.held
+    }
+
+    fn stop(&mut self, sim: &mut Sim) {
+        // A drained node stops AutoRelay and closes every connection.
+        let _ = sim.command(self.client, |node, now| node.drain(now));
+        self.held.clear();
+        self.next_ping = None;
+        self.ping_every = None;
+    }
 }
 
 /// What the scripted policy is doing.
@@ -52,6 +222,8 @@ pub struct ScriptedFailover {
     failures: u32,
     base: Duration,
     max: Duration,
+    /// The reservation held (mirrors `State::Reserved`).
+    held: Option<(HostId, ConnectionId)>,
 }
 
 impl ScriptedFailover {
@@ -68,6 +240,7 @@ impl ScriptedFailover {
             failures: 0,
             base: Duration::from_millis(500),
             max: Duration::from_secs(8),
+            held: None,
         }
     }
 
@@ -108,10 +281,55 @@ impl ScriptedFailover {
 impl RelayPolicy for ScriptedFailover {
     fn start(&mut self, sim: &mut Sim) {
         self.dial_next(sim);
+        self.sync();
     }
 
     fn on_event(&mut self, sim: &mut Sim, event: &Event) {
-        match (seen(event), self.state) {
+        self.on_seen(sim, seen(event));
+        self.sync();
+    }
+
+    fn on_wake(&mut self, sim: &mut Sim) {
+        if let State::Waiting(at) = self.state
+            && at <= sim.now()
+        {
+            self.dial_next(sim);
+        }
+        self.sync();
+    }
+
+    fn wake_at(&self) -> Option<Instant> {
+        match self.state {
+            State::Waiting(at) => Some(at),
+            _ => None,
+        }
+    }
+
+    fn reservations(&self) -> &[(HostId, ConnectionId)] {
+        self.held.as_slice()
+    }
+
+    fn stop(&mut self, sim: &mut Sim) {
+        if let Some(connection) = self.connection() {
+            let _ = sim.command(self.client, |node, now| {
+                node.close(now, connection, 0, b"workload over")
+            });
+        }
+        self.state = State::Stopped;
+        self.sync();
+    }
+}
+
+impl ScriptedFailover {
+    fn sync(&mut self) {
+        self.held = match self.state {
+            State::Reserved(relay, c) => Some((relay, c)),
+            _ => None,
+        };
+    }
+
+    fn on_seen(&mut self, sim: &mut Sim, seen: Seen) {
+        match (seen, self.state) {
             (Seen::Established(c), State::Dialing(relay, d)) if c == d => {
                 let reserved = sim
                     .command(self.client, |node, now| node.reserve(now, c).is_ok())
@@ -139,37 +357,6 @@ impl RelayPolicy for ScriptedFailover {
             }
             _ => {}
         }
-    }
-
-    fn on_wake(&mut self, sim: &mut Sim) {
-        if let State::Waiting(at) = self.state
-            && at <= sim.now()
-        {
-            self.dial_next(sim);
-        }
-    }
-
-    fn wake_at(&self) -> Option<Instant> {
-        match self.state {
-            State::Waiting(at) => Some(at),
-            _ => None,
-        }
-    }
-
-    fn reserved(&self) -> Option<(HostId, ConnectionId)> {
-        match self.state {
-            State::Reserved(relay, c) => Some((relay, c)),
-            _ => None,
-        }
-    }
-
-    fn stop(&mut self, sim: &mut Sim) {
-        if let Some(connection) = self.connection() {
-            let _ = sim.command(self.client, |node, now| {
-                node.close(now, connection, 0, b"workload over")
-            });
-        }
-        self.state = State::Stopped;
     }
 }
 

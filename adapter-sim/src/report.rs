@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use crate::check::Violation;
 use crate::net::NetStats;
+use crate::policy::PolicyKind;
 use crate::scenario::ScenarioKind;
 
 /// Reservations per relay over virtual time, sampled once per virtual second.
@@ -140,7 +141,10 @@ pub struct Report {
     pub scenario: ScenarioKind,
     /// The root seed.
     pub seed: u64,
-    /// Failover times: from the fault (or the client's own detection) to a new reservation.
+    /// The clients' relay policy.
+    pub policy: PolicyKind,
+    /// Failover times: from the fault (or, for a loss no fault explains, from the loss) to the
+    /// client's first new reservation.
     pub failover: Vec<Duration>,
     /// Outages that were still open when checked (see the liveness phase).
     pub unresolved_outages: usize,
@@ -148,6 +152,18 @@ pub struct Report {
     pub reservations_lost: u64,
     /// Reservations clients regained after a loss.
     pub reservations_regained: u64,
+    /// Time clients spent without a live reservation on a live relay, summed over clients.
+    pub unreachable_total: Duration,
+    /// The longest such period of one client.
+    pub unreachable_max: Duration,
+    /// Times a client's advertised circuit addresses went empty after being non-empty.
+    pub addr_gaps: u64,
+    /// Relay switches (`RelaySwitched` with a predecessor), all clients.
+    pub switches: u64,
+    /// Of which voluntary (a better relay).
+    pub voluntary_switches: u64,
+    /// The most switches of one client, per hour of workload.
+    pub switches_per_client_hour_max: f64,
     /// Circuits established.
     pub circuits_established: u64,
     /// Circuits broken while carrying data.
@@ -203,6 +219,7 @@ impl fmt::Display for Report {
         let rows: Vec<(&str, String)> = vec![
             ("scenario", self.scenario.to_string()),
             ("seed", self.seed.to_string()),
+            ("policy", self.policy.to_string()),
             (
                 "virtual time",
                 format!(
@@ -219,6 +236,22 @@ impl fmt::Display for Report {
             (
                 "reservations regained",
                 self.reservations_regained.to_string(),
+            ),
+            (
+                "time unreachable",
+                format!(
+                    "{:.3}s total, {:.3}s longest",
+                    self.unreachable_total.as_secs_f64(),
+                    self.unreachable_max.as_secs_f64()
+                ),
+            ),
+            ("address gaps", self.addr_gaps.to_string()),
+            (
+                "relay switches",
+                format!(
+                    "{} ({} voluntary), at most {:.1} per client-hour",
+                    self.switches, self.voluntary_switches, self.switches_per_client_hour_max
+                ),
             ),
             (
                 "circuits established",

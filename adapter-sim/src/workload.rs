@@ -45,6 +45,10 @@ pub struct WorkloadConfig {
     pub tick: Duration,
     /// Longest pause between two flows of a pair.
     pub max_pause: Duration,
+    /// Most pairs that stream data (the first ones); the other clients only hold
+    /// reservations. `None`: every pair. Each flow opens a relayed connection with its own
+    /// TLS handshake, which dominates large runs.
+    pub pairs: Option<usize>,
 }
 
 impl Default for WorkloadConfig {
@@ -54,6 +58,7 @@ impl Default for WorkloadConfig {
             bytes_per_tick: 2048,
             tick: Duration::from_millis(100),
             max_pause: Duration::from_secs(1),
+            pairs: None,
         }
     }
 }
@@ -147,7 +152,7 @@ impl Workload {
     /// A workload over `clients` (paired in order; an odd one out only holds a reservation).
     #[must_use]
     pub fn new(config: WorkloadConfig, clients: Vec<HostId>, start: Instant, rng: SimRng) -> Self {
-        let pairs = (0..clients.len() / 2)
+        let pairs = (0..(clients.len() / 2).min(config.pairs.unwrap_or(usize::MAX)))
             .map(|k| Pair {
                 dialer: 2 * k,
                 target: 2 * k + 1,
@@ -208,10 +213,11 @@ impl Workload {
                 FlowState::Idle(at) if at <= now => self.start_flow(sim, policies, index),
                 FlowState::ConnectingRelay(relay, connection) => {
                     let dialer = self.clients[self.pairs[index].dialer];
-                    let target_relay = policies[self.pairs[index].target]
-                        .reserved()
-                        .map(|(r, _)| r);
-                    if target_relay != Some(relay) {
+                    let target_there = policies[self.pairs[index].target]
+                        .reservations()
+                        .iter()
+                        .any(|&(r, _)| r == relay);
+                    if !target_there {
                         // The target moved (or lost its reservation): give up on this relay.
                         self.extra.remove(&(dialer, relay));
                         let _ = sim.command(dialer, |node, now| {
@@ -231,15 +237,21 @@ impl Workload {
     fn start_flow(&mut self, sim: &mut Sim, policies: &[Box<dyn RelayPolicy>], index: usize) {
         let pair = &self.pairs[index];
         let dialer = self.clients[pair.dialer];
-        let Some((relay, _)) = policies[pair.target].reserved() else {
+        let targets = policies[pair.target].reservations();
+        let Some(&(first, _)) = targets.first() else {
             return; // the target is unreachable now: try again next tick
         };
-        if let Some((own, connection)) = policies[pair.dialer].reserved()
-            && own == relay
+        // A relay both hold reservations on first: the dialer's own relay connection is live
+        // (a relay the dialer found dead is no longer in its list), no extra connection needed.
+        if let Some(&(relay, connection)) = policies[pair.dialer]
+            .reservations()
+            .iter()
+            .find(|(own, _)| targets.iter().any(|(t, _)| t == own))
         {
             self.dial_through(sim, index, relay, connection);
             return;
         }
+        let relay = first;
         match self.extra.get(&(dialer, relay)) {
             Some(&(connection, true)) => self.dial_through(sim, index, relay, connection),
             Some(&(connection, false)) => {

@@ -1,13 +1,14 @@
 //! The simulated world: hosts running real [`Node`]s on a virtual clock and a virtual network.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, VecDeque};
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use dep2p_core::identity::{Keypair, PeerId, keypair_from_seed};
-use dep2p_core::node::{ConnectionId, Datagram, Event, Node, NodeConfig, Output};
+use dep2p_core::node::{CLOSE_DRAINING, ConnectionId, Datagram, Event, Node, NodeConfig, Output};
 use dep2p_core::relay::limits::RelayLimits;
 use dep2p_core::seed::SeedTree;
 use dep2p_core::testing::virtual_epoch;
@@ -19,8 +20,8 @@ use crate::trace::Trace;
 
 /// Unix time at which every run starts (2026-01-01T00:00:00Z): fixed, so runs replay.
 pub const UNIX_START: Duration = Duration::from_secs(1_767_225_600);
-/// Application close code of a graceful drain.
-pub const DRAIN_CODE: u32 = 0x5348; // "SH"utdown
+/// Application close code of a graceful drain: the core's, set by [`Node::drain`].
+pub const DRAIN_CODE: u32 = CLOSE_DRAINING;
 /// How long a draining host keeps running to flush its closes before it stops.
 pub const DRAIN_GRACE: Duration = Duration::from_secs(1);
 /// Most steps one run may take: a guard against a livelock, not a budget.
@@ -83,6 +84,10 @@ pub struct Sim {
     /// Bytes a `ForwardAfterClose` relay pretends to have forwarded.
     phantom_bytes: BTreeMap<HostId, u64>,
     steps: u64,
+    /// Node deadlines and drain ends as a min-queue, so a step touches only the hosts due.
+    /// Entries are not removed when a host's deadline moves: a popped entry that no longer
+    /// matches the host's `wake` or `stop_at` is stale and skipped.
+    wakes: BinaryHeap<Reverse<(Instant, HostId)>>,
 }
 
 impl fmt::Debug for Sim {
@@ -114,6 +119,7 @@ impl Sim {
             sabotage: BTreeMap::new(),
             phantom_bytes: BTreeMap::new(),
             steps: 0,
+            wakes: BinaryHeap::new(),
         }
     }
 
@@ -179,7 +185,7 @@ impl Sim {
         )
         .expect("simulated node configurations are valid");
         host.node = Some(node);
-        host.wake = Some(self.now);
+        self.set_wake(id, Some(self.now));
         self.drain(id);
     }
 
@@ -242,6 +248,12 @@ impl Sim {
     #[must_use]
     pub fn is_up(&self, host: HostId) -> bool {
         self.hosts[host.0].node.is_some()
+    }
+
+    /// Whether the host is draining (it stops at the end of [`DRAIN_GRACE`]).
+    #[must_use]
+    pub fn is_draining(&self, host: HostId) -> bool {
+        self.hosts[host.0].stop_at.is_some()
     }
 
     /// How many times the host has been restarted.
@@ -382,18 +394,50 @@ impl Sim {
         self.start(host);
     }
 
-    /// Graceful shutdown: close every connection with [`DRAIN_CODE`], stop after
-    /// [`DRAIN_GRACE`].
+    /// Graceful shutdown with the core's [`Node::drain`]: refuse new reservations and
+    /// connections, close every connection with [`DRAIN_CODE`], stop after [`DRAIN_GRACE`].
     pub fn drain_host(&mut self, host: HostId) {
-        let connections: Vec<_> = self.hosts[host.0].connections.iter().copied().collect();
-        for connection in connections {
-            let _ = self.command(host, |node, now| {
-                node.close(now, connection, DRAIN_CODE, b"draining")
-            });
+        if self.command(host, |node, now| node.drain(now)).is_some() {
+            let at = self.now + DRAIN_GRACE;
+            self.hosts[host.0].stop_at = Some(at);
+            self.wakes.push(Reverse((at, host)));
         }
-        if self.is_up(host) {
-            self.hosts[host.0].stop_at = Some(self.now + DRAIN_GRACE);
+    }
+
+    /// Sets a host's node deadline, queueing it if it changed.
+    fn set_wake(&mut self, host: HostId, at: Option<Instant>) {
+        let h = &mut self.hosts[host.0];
+        if h.wake == at {
+            return;
         }
+        h.wake = at;
+        if let Some(at) = at {
+            self.wakes.push(Reverse((at, host)));
+            // Stale entries pile up as deadlines move; rebuild once they dominate.
+            if self.wakes.len() > 64 + 8 * self.hosts.len() {
+                self.rebuild_wakes();
+            }
+        }
+    }
+
+    fn rebuild_wakes(&mut self) {
+        self.wakes = self
+            .hosts
+            .iter()
+            .enumerate()
+            .flat_map(|(i, h)| {
+                [h.wake, h.stop_at]
+                    .into_iter()
+                    .flatten()
+                    .map(move |at| Reverse((at, HostId(i))))
+            })
+            .collect();
+    }
+
+    /// Whether a queued entry still stands for a deadline of the host.
+    fn is_current(&self, at: Instant, host: HostId) -> bool {
+        let h = &self.hosts[host.0];
+        h.wake == Some(at) || h.stop_at == Some(at)
     }
 
     // ----- running -----
@@ -436,7 +480,7 @@ impl Sim {
                     self.events.push_back((host, event));
                 }
                 Output::Timeout(at) => {
-                    self.hosts[host.0].wake = Some(at);
+                    self.set_wake(host, Some(at));
                     return;
                 }
             }
@@ -446,12 +490,14 @@ impl Sim {
     /// The next instant something is due in the world: a delivery, a node wake-up or the end
     /// of a drain.
     #[must_use]
-    pub fn next_event_time(&self) -> Option<Instant> {
-        let wake = self
-            .hosts
-            .iter()
-            .filter_map(|h| [h.wake, h.stop_at].into_iter().flatten().min())
-            .min();
+    pub fn next_event_time(&mut self) -> Option<Instant> {
+        while let Some(&Reverse((at, host))) = self.wakes.peek() {
+            if self.is_current(at, host) {
+                break;
+            }
+            self.wakes.pop();
+        }
+        let wake = self.wakes.peek().map(|Reverse((at, _))| *at);
         [self.net.next_delivery(), wake].into_iter().flatten().min()
     }
 
@@ -491,15 +537,33 @@ impl Sim {
             );
             self.drain(to);
         }
-        for index in 0..self.hosts.len() {
-            let host = HostId(index);
+        // Every host due now, each once, in host order (a deadline set while handling these
+        // waits for the next step).
+        let mut due = Vec::new();
+        while let Some(&Reverse((at, host))) = self.wakes.peek() {
+            if at > now {
+                break;
+            }
+            self.wakes.pop();
+            if self.is_current(at, host) {
+                due.push(host);
+            }
+        }
+        due.sort_unstable();
+        due.dedup();
+        for host in due {
+            let index = host.0;
             if self.hosts[index].stop_at.is_some_and(|at| at <= now) {
                 self.crash(host);
                 continue;
             }
-            if self.hosts[index].wake.is_some_and(|at| at <= now)
-                && let Some(node) = self.hosts[index].node.as_mut()
+            let h = &mut self.hosts[index];
+            if h.wake.is_some_and(|at| at <= now)
+                && let Some(node) = h.node.as_mut()
             {
+                // Its entry is gone from the queue: the drain below queues the next deadline,
+                // even if it is the same instant.
+                h.wake = None;
                 self.trace.timeout(host, offset);
                 node.handle_timeout(now);
                 self.drain(host);

@@ -23,7 +23,9 @@ fn a_relay_that_leaks_its_circuit_counter_fails_counters_return_to_zero() {
     let text = report.to_string();
     assert!(text.contains("seed 3 broke an invariant"), "{text}");
     assert!(
-        text.contains("--seed 3 --clients 4 --relays 1 --sabotage leak-circuit-counter"),
+        text.contains(
+            "--seed 3 --clients 4 --relays 1 --policy autorelay --sabotage leak-circuit-counter"
+        ),
         "{text}"
     );
 }

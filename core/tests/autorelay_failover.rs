@@ -255,3 +255,24 @@ fn full_relay_pushes_clients_elsewhere_without_looping_on_it() {
         .collect();
     assert!(attempts.values().all(|&n| n <= 3 * 6), "{attempts:?}");
 }
+
+#[test]
+fn a_drained_client_stops_autorelay_instead_of_replacing_its_relays() {
+    let Tier2 {
+        mut world,
+        relays,
+        clients,
+    } = tier2(45, 2, 1, RelayLimits::default());
+    assert!(world.run_until(Duration::from_secs(30), |w| all_hold(w, &clients, 2)));
+    let client = clients[0];
+    world.command(client, |n, now| n.drain(now));
+    world.run_for(Duration::from_secs(5));
+    assert_eq!(world.node(client).stats().connections, 0, "no redial");
+    for &r in &relays {
+        let stats = world.node(r).relay_stats().expect("relay");
+        assert_eq!(
+            stats.reservations, 0,
+            "relay {r} released the drained client"
+        );
+    }
+}
