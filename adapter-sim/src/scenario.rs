@@ -481,6 +481,28 @@ pub fn run(
     on_plan: &mut dyn FnMut(&Plan),
     progress: &mut dyn FnMut(Progress),
 ) -> Report {
+    run_planned(
+        config,
+        &mut |sim, relays, clients| plan(config, sim, relays, clients),
+        on_plan,
+        progress,
+    )
+}
+
+/// Makes a [`Plan`] from the sim, its relays and its clients.
+#[doc(hidden)]
+pub type MakePlan<'a> = dyn FnMut(&Sim, &[HostId], &[HostId]) -> Plan + 'a;
+
+/// [`run`] with a plan the caller makes (from the hosts the run created) instead of the one
+/// the scenario kind and seed draw. For the fuzzer, which decodes a whole scenario, fault script
+/// included, from its input; not part of the supported API.
+#[doc(hidden)]
+pub fn run_planned(
+    config: &ScenarioConfig,
+    make_plan: &mut MakePlan<'_>,
+    on_plan: &mut dyn FnMut(&Plan),
+    progress: &mut dyn FnMut(Progress),
+) -> Report {
     assert!(
         config.relays >= config.min_relays_needed(),
         "{} needs at least {} relays",
@@ -506,7 +528,7 @@ pub fn run(
     if let Some(sabotage) = config.sabotage {
         sim.set_sabotage(relays[0], sabotage);
     }
-    let plan = plan(config, &sim, &relays, &clients);
+    let plan = make_plan(&sim, &relays, &clients);
     on_plan(&plan);
 
     // Clients start spread over the first second, so handshakes do not all collide.
