@@ -4,9 +4,9 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use dep2p_core::node::RelayStats;
+use dep2p_core::node::{CircuitSnapshot, RelayStats};
 
 use crate::{HostId, Sim};
 
@@ -53,6 +53,8 @@ pub struct Checkers {
     relay_limits: BTreeMap<HostId, CheckedLimits>,
     /// Each relay's counters after the previous step, with the incarnation they belong to.
     last: BTreeMap<HostId, (u32, RelayStats)>,
+    /// Each relay's circuits after the previous step, and the ones that ended.
+    circuits: BTreeMap<HostId, CircuitHistory>,
     violations: Vec<Violation>,
     /// At most this many violations are kept (the first ones matter).
     keep: usize,
@@ -66,6 +68,7 @@ impl Checkers {
             limits,
             relay_limits: BTreeMap::new(),
             last: BTreeMap::new(),
+            circuits: BTreeMap::new(),
             violations: Vec::new(),
             keep: 50,
         }
@@ -93,15 +96,17 @@ impl Checkers {
         }
     }
 
-    /// Safety checks after a step: limits hold, and no relay forwards bytes while it has no
-    /// circuit.
+    /// Safety checks after a step: limits hold, no relay forwards bytes while it has no
+    /// circuit, and each circuit keeps the rules of [`CircuitHistory::observe`].
     pub fn after_step(&mut self, sim: &Sim) {
         let at = sim.elapsed();
         for relay in sim.relays() {
             let Some(stats) = sim.relay_stats(relay) else {
                 self.last.remove(&relay);
+                self.circuits.remove(&relay);
                 continue;
             };
+            self.check_circuits(sim, relay);
             let name = sim.name(relay).to_owned();
             let limits = self
                 .relay_limits
@@ -169,6 +174,26 @@ impl Checkers {
         }
     }
 
+    /// Compares `relay`'s circuits with the previous step (a restarted relay starts afresh:
+    /// its circuit ids start over).
+    fn check_circuits(&mut self, sim: &Sim, relay: HostId) {
+        let circuits = sim.relay_circuits(relay).unwrap_or_default();
+        let incarnation = sim.incarnation(relay);
+        let history = self.circuits.entry(relay).or_default();
+        if history.incarnation != incarnation {
+            *history = CircuitHistory {
+                incarnation,
+                ..CircuitHistory::default()
+            };
+        }
+        let seen: Vec<SeenCircuit> = circuits.iter().map(SeenCircuit::from).collect();
+        let broken = history.observe(sim.now(), &seen);
+        let name = sim.name(relay).to_owned();
+        for (checker, detail) in broken {
+            self.violate(sim.elapsed(), checker, format!("{name}: {detail}"));
+        }
+    }
+
     /// End-of-run check, after the workload stopped and the world went quiet: every relay's
     /// reservation, circuit and bridge counters and every node's connections and streams are
     /// back to zero.
@@ -207,6 +232,107 @@ impl Checkers {
                 }
             }
         }
+    }
+}
+
+/// What the per-circuit checks need of a [`CircuitSnapshot`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SeenCircuit {
+    /// [`CircuitSnapshot::id`] as a number.
+    pub id: u64,
+    /// Bytes forwarded so far, both directions.
+    pub bytes: [u64; 2],
+    /// When the duration limit ends it.
+    pub deadline: Option<Instant>,
+}
+
+impl From<&CircuitSnapshot> for SeenCircuit {
+    fn from(c: &CircuitSnapshot) -> Self {
+        Self {
+            id: c.id.get(),
+            bytes: c.bytes,
+            deadline: c.deadline,
+        }
+    }
+}
+
+/// One relay incarnation's circuits as the checker saw them at the previous step, and the
+/// ones it saw end ("nothing is forwarded after close or expiry", DESIGN §8).
+#[derive(Debug, Clone, Default)]
+pub struct CircuitHistory {
+    /// The relay incarnation the ids belong to.
+    incarnation: u32,
+    /// Open circuits at the previous step and their byte counts.
+    open: BTreeMap<u64, [u64; 2]>,
+    /// Circuits that left the list, with the bytes they had when last seen open.
+    ended: BTreeMap<u64, [u64; 2]>,
+}
+
+impl CircuitHistory {
+    /// Compares the relay's circuits at `now` with the previous step and remembers them.
+    /// Returns `(checker, detail)` for each rule broken:
+    /// - `circuit-after-close`: a circuit that ended is listed again (more bytes after it ended
+    ///   say so);
+    /// - `circuit-after-expiry`: an open circuit is past its duration deadline (the relay ends
+    ///   circuits at the deadline, in the step that reaches it);
+    /// - `circuit-bytes-monotonic`: an open circuit's byte count went down.
+    pub fn observe(
+        &mut self,
+        now: Instant,
+        circuits: &[SeenCircuit],
+    ) -> Vec<(&'static str, String)> {
+        let mut broken = Vec::new();
+        for c in circuits {
+            let id = c.id;
+            if let Some(last) = self.ended.get(&id) {
+                let grew = c.bytes[0] > last[0] || c.bytes[1] > last[1];
+                broken.push((
+                    "circuit-after-close",
+                    if grew {
+                        format!(
+                            "circuit {id} ended with {last:?} bytes and now shows {:?}: forwarded after close",
+                            c.bytes
+                        )
+                    } else {
+                        format!("circuit {id} ended and is listed again")
+                    },
+                ));
+            }
+            if let Some(deadline) = c.deadline
+                && deadline < now
+            {
+                broken.push((
+                    "circuit-after-expiry",
+                    format!(
+                        "circuit {id} is open {:?} past its duration deadline ({:?} bytes)",
+                        now - deadline,
+                        c.bytes
+                    ),
+                ));
+            }
+            if let Some(before) = self.open.get(&id)
+                && (c.bytes[0] < before[0] || c.bytes[1] < before[1])
+            {
+                broken.push((
+                    "circuit-bytes-monotonic",
+                    format!("circuit {id} went from {before:?} to {:?} bytes", c.bytes),
+                ));
+            }
+        }
+        let now_open: BTreeMap<u64, [u64; 2]> = circuits.iter().map(|c| (c.id, c.bytes)).collect();
+        for (id, bytes) in std::mem::take(&mut self.open) {
+            if !now_open.contains_key(&id) {
+                self.ended.insert(id, bytes);
+            }
+        }
+        for id in now_open.keys() {
+            // A reappeared circuit stays "ended": it must not count as open afresh.
+            if let Some(bytes) = self.ended.get_mut(id) {
+                *bytes = (*bytes).max(now_open[id]);
+            }
+        }
+        self.open = now_open;
+        broken
     }
 }
 
@@ -250,6 +376,73 @@ impl PrefixCheck {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn seen(id: u64, bytes: [u64; 2], deadline: Option<Instant>) -> SeenCircuit {
+        SeenCircuit {
+            id,
+            bytes,
+            deadline,
+        }
+    }
+
+    fn checkers_of(broken: &[(&'static str, String)]) -> Vec<&'static str> {
+        broken.iter().map(|(c, _)| *c).collect()
+    }
+
+    #[test]
+    fn circuits_that_grow_close_and_expire_on_time_pass() {
+        let t0 = dep2p_core::testing::virtual_epoch();
+        let deadline = Some(t0 + Duration::from_secs(2));
+        let mut history = CircuitHistory::default();
+        assert!(history.observe(t0, &[seen(0, [0, 0], deadline)]).is_empty());
+        let t1 = t0 + Duration::from_secs(1);
+        assert!(
+            history
+                .observe(t1, &[seen(0, [10, 5], deadline), seen(1, [0, 0], None)])
+                .is_empty()
+        );
+        // Circuit 0 reaches its deadline and goes; circuit 1 has none.
+        let t2 = t0 + Duration::from_secs(2);
+        assert!(history.observe(t2, &[seen(1, [3, 0], None)]).is_empty());
+        assert!(
+            history
+                .observe(t2 + Duration::from_secs(60), &[])
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn a_circuit_open_past_its_deadline_breaks_expiry() {
+        let t0 = dep2p_core::testing::virtual_epoch();
+        let mut history = CircuitHistory::default();
+        let c = seen(0, [1, 1], Some(t0 + Duration::from_secs(1)));
+        assert!(history.observe(t0, &[c]).is_empty());
+        let late = history.observe(t0 + Duration::from_millis(1001), &[c]);
+        assert_eq!(checkers_of(&late), ["circuit-after-expiry"]);
+    }
+
+    #[test]
+    fn a_circuit_that_ended_must_not_come_back_or_grow() {
+        let t0 = dep2p_core::testing::virtual_epoch();
+        let mut history = CircuitHistory::default();
+        assert!(history.observe(t0, &[seen(4, [7, 7], None)]).is_empty());
+        assert!(history.observe(t0, &[]).is_empty());
+        let back = history.observe(t0, &[seen(4, [7, 7], None)]);
+        assert_eq!(checkers_of(&back), ["circuit-after-close"]);
+        assert!(back[0].1.contains("listed again"), "{back:?}");
+        let grew = history.observe(t0, &[seen(4, [9, 7], None)]);
+        assert_eq!(checkers_of(&grew), ["circuit-after-close"]);
+        assert!(grew[0].1.contains("forwarded after close"), "{grew:?}");
+    }
+
+    #[test]
+    fn an_open_circuit_whose_bytes_go_down_breaks_monotonicity() {
+        let t0 = dep2p_core::testing::virtual_epoch();
+        let mut history = CircuitHistory::default();
+        assert!(history.observe(t0, &[seen(2, [50, 8], None)]).is_empty());
+        let down = history.observe(t0, &[seen(2, [50, 7], None)]);
+        assert_eq!(checkers_of(&down), ["circuit-bytes-monotonic"]);
+    }
 
     #[test]
     fn prefix_check_accepts_in_order_data_and_refuses_anything_else() {

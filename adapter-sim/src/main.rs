@@ -42,6 +42,10 @@ struct Args {
     /// Write an SVG timeline of reservations per relay to this file.
     #[arg(long)]
     svg: Option<std::path::PathBuf>,
+    /// Every relay's max_circuit_duration in virtual seconds (default: 30 minutes); set it
+    /// below a flow's length to make circuits end at the duration limit.
+    #[arg(long)]
+    max_circuit_secs: Option<u64>,
     /// Break the first relay on purpose, to see the checkers fail.
     #[arg(long, value_parser = parse_sabotage)]
     sabotage: Option<dep2p_sim::Sabotage>,
@@ -72,9 +76,10 @@ fn main() -> ExitCode {
     config.workload.flow_bytes = args.flow_bytes;
     config.workload.pairs = args.pairs;
     config.sabotage = args.sabotage;
+    config.max_circuit_duration = args.max_circuit_secs.map(Duration::from_secs);
 
     println!(
-        "dep2p-sim {} seed={} clients={} relays={} policy={} min_relays={} flow_bytes={} sabotage={}",
+        "dep2p-sim {} seed={} clients={} relays={} policy={} min_relays={} flow_bytes={} max_circuit_secs={} sabotage={}",
         config.kind,
         config.seed,
         config.clients,
@@ -82,6 +87,9 @@ fn main() -> ExitCode {
         config.policy,
         config.min_relays,
         config.workload.flow_bytes,
+        config
+            .max_circuit_duration
+            .map_or_else(|| "default".to_owned(), |d| d.as_secs().to_string()),
         config.sabotage.map_or("none", scenario::sabotage_name)
     );
     let wall = WallClock::start();

@@ -108,6 +108,9 @@ pub struct ScenarioConfig {
     pub workload: WorkloadConfig,
     /// A relay broken on purpose (tests of the checkers only): the first relay gets it.
     pub sabotage: Option<Sabotage>,
+    /// Every relay's `max_circuit_duration`, when set; DESIGN's default (30 min) otherwise.
+    /// Set it below a flow's length to make circuits end at the duration limit.
+    pub max_circuit_duration: Option<Duration>,
 }
 
 impl ScenarioConfig {
@@ -135,6 +138,7 @@ impl ScenarioConfig {
             length: None,
             workload,
             sabotage: None,
+            max_circuit_duration: None,
         }
     }
 
@@ -163,6 +167,9 @@ impl ScenarioConfig {
         if let Some(pairs) = self.workload.pairs {
             cmd += &format!(" --pairs {pairs}");
         }
+        if let Some(d) = self.max_circuit_duration {
+            cmd += &format!(" --max-circuit-secs {}", d.as_secs());
+        }
         if let Some(sabotage) = self.sabotage {
             cmd += &format!(" --sabotage {}", sabotage_name(sabotage));
         }
@@ -177,6 +184,7 @@ pub fn sabotage_name(sabotage: Sabotage) -> &'static str {
         Sabotage::LeakCircuitCounter => "leak-circuit-counter",
         Sabotage::ForwardAfterClose => "forward-after-close",
         Sabotage::CorruptCircuitData => "corrupt-circuit-data",
+        Sabotage::ForwardAfterExpiry => "forward-after-expiry",
     }
 }
 
@@ -186,8 +194,10 @@ pub fn parse_sabotage(s: &str) -> Result<Sabotage, String> {
         "leak-circuit-counter" => Ok(Sabotage::LeakCircuitCounter),
         "forward-after-close" => Ok(Sabotage::ForwardAfterClose),
         "corrupt-circuit-data" => Ok(Sabotage::CorruptCircuitData),
+        "forward-after-expiry" => Ok(Sabotage::ForwardAfterExpiry),
         other => Err(format!(
-            "unknown sabotage `{other}` (leak-circuit-counter, forward-after-close, corrupt-circuit-data)"
+            "unknown sabotage `{other}` (leak-circuit-counter, forward-after-close, \
+             corrupt-circuit-data, forward-after-expiry)"
         )),
     }
 }
@@ -510,12 +520,19 @@ pub fn run_planned(
         config.min_relays_needed()
     );
     let mut sim = Sim::new(config.seed);
-    let (limits, checked) = relay_limits(1024);
+    let (mut limits, checked) = relay_limits(1024);
+    if let Some(d) = config.max_circuit_duration {
+        limits = limits.max_circuit_duration(d);
+    }
     let relays: Vec<HostId> = (0..config.relays)
         .map(|i| {
             let name = format!("relay-{}", char::from(b'A' + (i % 26) as u8));
             let limits = if config.kind == ScenarioKind::Capacity && i == 0 {
-                relay_limits(capacity_of_a(config.clients)).0
+                let a = relay_limits(capacity_of_a(config.clients)).0;
+                match config.max_circuit_duration {
+                    Some(d) => a.max_circuit_duration(d),
+                    None => a,
+                }
             } else {
                 limits.clone()
             };

@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use dep2p_core::identity::{Keypair, PeerId, keypair_from_seed};
-use dep2p_core::node::{CLOSE_DRAINING, ConnectionId, Datagram, Event, Node, NodeConfig, Output};
+use dep2p_core::node::{
+    CLOSE_DRAINING, CircuitSnapshot, ConnectionId, Datagram, Event, Node, NodeConfig, Output,
+};
 use dep2p_core::relay::limits::RelayLimits;
 use dep2p_core::seed::SeedTree;
 use dep2p_core::testing::virtual_epoch;
@@ -48,6 +50,9 @@ pub enum Sabotage {
     ForwardAfterClose,
     /// The relay flips a byte of circuit data it forwards.
     CorruptCircuitData,
+    /// The relay keeps circuits that reached their duration deadline and goes on forwarding
+    /// on them: they stay in its circuit list, their byte counts growing.
+    ForwardAfterExpiry,
 }
 
 /// One host: its identity and, while it runs, its node.
@@ -83,6 +88,9 @@ pub struct Sim {
     sabotage: BTreeMap<HostId, Sabotage>,
     /// Bytes a `ForwardAfterClose` relay pretends to have forwarded.
     phantom_bytes: BTreeMap<HostId, u64>,
+    /// Expired circuits a `ForwardAfterExpiry` relay still reports, and the circuits it
+    /// really had at the previous step (to spot the ones that expire).
+    ghost_circuits: BTreeMap<HostId, (Vec<CircuitSnapshot>, Vec<CircuitSnapshot>)>,
     steps: u64,
     /// Node deadlines and drain ends as a min-queue, so a step touches only the hosts due.
     /// Entries are not removed when a host's deadline moves: a popped entry that no longer
@@ -118,6 +126,7 @@ impl Sim {
             trace: Trace::new(),
             sabotage: BTreeMap::new(),
             phantom_bytes: BTreeMap::new(),
+            ghost_circuits: BTreeMap::new(),
             steps: 0,
             wakes: BinaryHeap::new(),
         }
@@ -290,6 +299,21 @@ impl Sim {
             _ => {}
         }
         Some(stats)
+    }
+
+    /// The relay's circuits as the relay reports them (through its sabotage, if any); `None`
+    /// if the host is down or not a relay.
+    #[must_use]
+    pub fn relay_circuits(&self, host: HostId) -> Option<Vec<CircuitSnapshot>> {
+        if !self.hosts[host.0].is_relay {
+            return None;
+        }
+        let mut circuits = self.node(host)?.relay_circuits();
+        if let Some((ghosts, _)) = self.ghost_circuits.get(&host) {
+            circuits.extend(ghosts.iter().copied());
+            circuits.sort_by_key(|c| c.id);
+        }
+        Some(circuits)
     }
 
     /// The sabotage of a relay, if it is broken on purpose.
@@ -574,7 +598,31 @@ impl Sim {
     }
 
     fn tick_sabotage(&mut self) {
+        let now = self.now;
         for (&host, &sabotage) in &self.sabotage {
+            if sabotage == Sabotage::ForwardAfterExpiry {
+                let real = self.hosts[host.0]
+                    .node
+                    .as_ref()
+                    .map(Node::relay_circuits)
+                    .unwrap_or_default();
+                let (ghosts, before) = self.ghost_circuits.entry(host).or_default();
+                if self.hosts[host.0].node.is_none() {
+                    // Crashed: the relay's state, ghosts included, is lost.
+                    ghosts.clear();
+                }
+                for gone in before.iter() {
+                    if gone.deadline.is_some_and(|d| d <= now)
+                        && !real.iter().any(|c| c.id == gone.id)
+                    {
+                        ghosts.push(*gone);
+                    }
+                }
+                for ghost in ghosts.iter_mut() {
+                    ghost.bytes[0] += 100;
+                }
+                *before = real;
+            }
             if sabotage == Sabotage::ForwardAfterClose
                 && let Some(stats) = self.hosts[host.0].node.as_ref().and_then(Node::relay_stats)
                 && stats.bridges == 0

@@ -53,3 +53,44 @@ fn a_relay_that_corrupts_circuit_data_fails_the_prefix_check() {
         "{report}"
     );
 }
+
+/// Circuits of one second end mid-flow (a 32 KiB flow takes about 1.6 s), so relays hit the
+/// duration limit again and again.
+fn short_circuits(seed: u64) -> ScenarioConfig {
+    let mut config = ScenarioConfig::new(ScenarioKind::Tier1Restart, seed);
+    config.max_circuit_duration = Some(std::time::Duration::from_secs(1));
+    config
+}
+
+#[test]
+fn circuits_ended_by_the_duration_limit_hold_every_invariant() {
+    let report = scenario::run(&short_circuits(3), &mut |_| {}, &mut |_| {});
+    assert!(report.violations.is_empty(), "{report}");
+    // No flow fits in a circuit: the duration limit ended nearly every circuit.
+    assert_eq!(report.flows_completed, 0, "{report}");
+    assert!(
+        report.circuits_broken * 2 > report.circuits_established,
+        "{report}"
+    );
+    assert!(report.replay.contains("--max-circuit-secs 1"), "{report}");
+}
+
+#[test]
+fn a_relay_that_forwards_after_expiry_is_caught() {
+    let mut config = short_circuits(3);
+    config.sabotage = Some(Sabotage::ForwardAfterExpiry);
+    let report = scenario::run(&config, &mut |_| {}, &mut |_| {});
+    assert!(
+        report
+            .violations
+            .iter()
+            .any(|v| v.checker == "circuit-after-expiry"),
+        "{report}"
+    );
+    assert!(
+        report
+            .to_string()
+            .contains("--max-circuit-secs 1 --sabotage forward-after-expiry"),
+        "{report}"
+    );
+}

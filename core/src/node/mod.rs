@@ -39,7 +39,7 @@ pub use event::{Event, ReservationFailureKind};
 pub use ids::{ConnectionId, Direction, StreamHandle};
 pub use quinn_proto::Transmit;
 pub use relay_client::{ClientReservation, ReserveError};
-pub use relay_server::{CLOSE_DRAINING, CLOSE_TRIMMED, RelayStats};
+pub use relay_server::{CLOSE_DRAINING, CLOSE_TRIMMED, CircuitSnapshot, RelayStats};
 pub use relayed::CircuitFailure;
 pub use transport::StreamKey;
 

@@ -56,6 +56,25 @@ pub struct RelayStats {
     pub bridge_buffered: usize,
 }
 
+/// One admitted circuit of a relay as it stands now (see [`Node::relay_circuits`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CircuitSnapshot {
+    /// The circuit's id; never reused by this relay (until it restarts).
+    pub id: CircuitId,
+    /// The peer that sent CONNECT.
+    pub src: PeerId,
+    /// The target of the CONNECT.
+    pub dst: PeerId,
+    /// Bytes relayed so far, source→target then target→source, as counted toward
+    /// `max_circuit_bytes` (at most one chunk per direction may still wait in the bridge);
+    /// zero while the circuit waits for the target's STOP answer.
+    pub bytes: [u64; 2],
+    /// When the relay admitted it.
+    pub opened_at: Instant,
+    /// When `max_circuit_duration` ends it; `None` without a duration limit.
+    pub deadline: Option<Instant>,
+}
+
 /// A CONNECT waiting for the target's STOP answer.
 #[derive(Debug)]
 pub(crate) struct PendingCircuit {
@@ -114,6 +133,20 @@ impl RelayServer {
         .min()
     }
 
+    pub(crate) fn circuits(&self) -> Vec<CircuitSnapshot> {
+        self.circuits
+            .iter()
+            .map(|(id, c)| CircuitSnapshot {
+                id,
+                src: c.src,
+                dst: c.dst,
+                bytes: self.bridges.get(&id).map_or([0; 2], |b| b.forwarded),
+                opened_at: c.opened_at,
+                deadline: c.deadline,
+            })
+            .collect()
+    }
+
     pub(crate) fn stats(&self) -> RelayStats {
         let mut stats = self.stats.clone();
         stats.reservations = self.reservations.len();
@@ -137,6 +170,17 @@ impl Node {
     #[must_use]
     pub fn relay_stats(&self) -> Option<RelayStats> {
         self.relay.as_ref().map(RelayServer::stats)
+    }
+
+    /// The circuits this relay has admitted and not yet ended (waiting for the target, or
+    /// bridged), in id order; empty if this node is not a relay. A circuit leaves the list
+    /// when it closes, when one of its ends goes, or at its duration deadline, and never
+    /// comes back.
+    #[must_use]
+    pub fn relay_circuits(&self) -> Vec<CircuitSnapshot> {
+        self.relay
+            .as_ref()
+            .map_or_else(Vec::new, RelayServer::circuits)
     }
 
     /// Test-only: from now on, records the first `max_bytes_per_circuit` bytes each new circuit

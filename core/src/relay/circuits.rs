@@ -267,6 +267,11 @@ impl CircuitTable {
         self.circuits.get(&id)
     }
 
+    /// The open circuits, in id order.
+    pub fn iter(&self) -> impl Iterator<Item = (CircuitId, &Circuit)> {
+        self.circuits.iter().map(|(&id, c)| (id, c))
+    }
+
     /// Number of open circuits.
     #[must_use]
     pub fn len(&self) -> usize {
@@ -367,6 +372,27 @@ mod tests {
             let _ = r.admit(t, peer(n), v4(n)).unwrap();
         }
         r
+    }
+
+    #[test]
+    fn iter_lists_open_circuits_in_id_order_and_forgets_expired_ones() {
+        let t = virtual_epoch();
+        let r = reserved(t);
+        let mut c = CircuitTable::new(no_rates().max_circuit_duration(Duration::from_secs(5)));
+        let a = c.admit(t, peer(1), v4(1), peer(100), &r).unwrap();
+        let later = t + Duration::from_secs(1);
+        let b = c.admit(later, peer(2), v4(2), peer(101), &r).unwrap();
+        let listed: Vec<(CircuitId, PeerId, Option<Instant>)> =
+            c.iter().map(|(id, x)| (id, x.dst, x.deadline)).collect();
+        assert_eq!(
+            listed,
+            [
+                (a, peer(100), Some(t + Duration::from_secs(5))),
+                (b, peer(101), Some(later + Duration::from_secs(5))),
+            ]
+        );
+        assert_eq!(c.expired(t + Duration::from_secs(5)), [a]);
+        assert_eq!(c.iter().map(|(id, _)| id).collect::<Vec<_>>(), [b]);
     }
 
     #[test]
