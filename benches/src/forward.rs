@@ -96,8 +96,10 @@ impl RelayedTrio {
         let configs = [relay, app.clone(), app];
         let mut nodes = Vec::new();
         let mut addrs = Vec::new();
-        for (i, config) in configs.into_iter().enumerate() {
+        for (i, mut config) in configs.into_iter().enumerate() {
             let index = u8::try_from(i).expect("three nodes");
+            let addr = SocketAddr::from((Ipv4Addr::new(10, 0, 0, index + 1), 4001));
+            config.listen_addrs(vec![dep2p_core::addr::quic_multiaddr(addr)]);
             let node = Node::new(
                 config,
                 keypair_from_seed([index + 1; 32]),
@@ -107,7 +109,7 @@ impl RelayedTrio {
             )
             .expect("node config is valid");
             nodes.push(node);
-            addrs.push(SocketAddr::from((Ipv4Addr::new(10, 0, 0, index + 1), 4001)));
+            addrs.push(addr);
         }
         let mut trio = Self {
             nodes,
