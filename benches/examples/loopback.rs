@@ -46,6 +46,9 @@ const ECHO_PROTOCOL: StreamProtocol = StreamProtocol::new(ECHO);
 /// Bytes each circuit moves each way before it is held open for the memory reading.
 const CIRCUIT_BYTES: usize = 16 * 1024;
 const STEP: Duration = Duration::from_secs(60);
+/// Circuits one dialer opens in the per-circuit memory reading (a relay's default per-peer
+/// circuit limit is 16; a real relay serves many dialers).
+const CIRCUITS_PER_DIALER: usize = 10;
 
 #[derive(Parser, Debug, Clone)]
 #[command(about = "dep2p vs rust-libp2p relay on loopback: throughput, memory, reservation cost")]
@@ -113,13 +116,16 @@ fn main() {
     for run in 0..args.runs {
         for (imp, runs) in &mut results {
             eprintln!("-- run {} of {}: {}", run + 1, args.runs, imp.name());
-            let measured = runtime.block_on(measure(*imp, &args));
-            match measured {
-                Ok(r) => {
-                    eprintln!("   {r:?}");
-                    runs.push(r);
+            // A run that fails (a client timing out on a loaded machine) is retried, twice.
+            for attempt in 0..3 {
+                match runtime.block_on(measure(*imp, &args)) {
+                    Ok(r) => {
+                        eprintln!("   {r:?}");
+                        runs.push(r);
+                        break;
+                    }
+                    Err(e) => eprintln!("   attempt {} failed: {e}", attempt + 1),
                 }
-                Err(e) => eprintln!("   run failed: {e}"),
             }
         }
     }
@@ -147,20 +153,22 @@ struct Run {
 }
 
 async fn measure(imp: Imp, args: &Args) -> Result<Run, String> {
+    // Throughput, direct and relayed, between the same two peers; a relay of its own, so that
+    // the buffers of the transfer do not blur the memory readings below.
+    let mut run = Run::default();
+    {
+        let relay = RelayProcess::spawn(imp)?;
+        let (direct, relayed) = match imp {
+            Imp::Ours => ours::throughput(&relay, args.bytes).await?,
+            Imp::Libp2p => theirs::throughput(&relay, args.bytes).await?,
+        };
+        run.direct_mib_s = direct;
+        run.relayed_mib_s = relayed;
+    }
+
     let relay = RelayProcess::spawn(imp)?;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let mut run = Run {
-        rss_idle_kib: relay.rss_kib()?,
-        ..Run::default()
-    };
-
-    // Throughput, direct and relayed, between the same two peers.
-    let (direct, relayed) = match imp {
-        Imp::Ours => ours::throughput(&relay, args.bytes).await?,
-        Imp::Libp2p => theirs::throughput(&relay, args.bytes).await?,
-    };
-    run.direct_mib_s = direct;
-    run.relayed_mib_s = relayed;
+    run.rss_idle_kib = relay.rss_kib()?;
 
     // Reservation latency: fresh clients one after another (they stay, and count below).
     let mut held: Vec<Client> = Vec::new();
@@ -200,8 +208,7 @@ async fn measure(imp: Imp, args: &Args) -> Result<Run, String> {
     run.cpu_ms_per_reservation = cpu.as_secs_f64() * 1e3 / want.max(1) as f64;
     tokio::time::sleep(Duration::from_secs(2)).await;
     run.rss_reserved_kib = relay.rss_kib()?;
-    // Per reservation added concurrently: the idle reading was taken before the throughput
-    // transfers, whose buffers the allocator may keep.
+    // Per reservation added concurrently (after the latency samples' handshakes).
     run.kib_per_reservation = (run.rss_reserved_kib - rss_before) / want.max(1) as f64;
 
     // Keep-alive cost with everything idle.
@@ -211,8 +218,12 @@ async fn measure(imp: Imp, args: &Args) -> Result<Run, String> {
     let cpu = relay.cpu_time()? - cpu_before;
     run.keepalive_core_pct = 100.0 * cpu.as_secs_f64() / idle_start.elapsed().as_secs_f64();
 
-    // Active circuits.
+    drop(held);
+    drop(relay);
+
+    // Active circuits, on a fresh relay (freed handshake memory would be reused otherwise).
     if args.circuits > 0 {
+        let relay = RelayProcess::spawn(imp)?;
         let (rss_base, circuits): (f64, Box<dyn std::any::Any + Send>) = match imp {
             Imp::Ours => {
                 let c = ours::circuits(&relay, args.circuits).await?;
@@ -228,8 +239,6 @@ async fn measure(imp: Imp, args: &Args) -> Result<Run, String> {
         run.kib_per_circuit = (rss_after - rss_base) / args.circuits as f64;
         drop(circuits);
     }
-    drop(held);
-    drop(relay);
     tokio::time::sleep(Duration::from_millis(500)).await;
     Ok(run)
 }
@@ -576,17 +585,22 @@ mod ours {
         for _ in 0..n {
             nodes.push(target(relay.addr, relay_peer).await?);
         }
-        let dialer = client()?;
-        let to_relay = dialer
-            .dial(relay.addr, relay_peer)
-            .await
-            .map_err(|e| e.to_string())?;
+        let mut dialers = Vec::new();
+        for _ in 0..n.div_ceil(CIRCUITS_PER_DIALER) {
+            let dialer = client()?;
+            let to_relay = dialer
+                .dial(relay.addr, relay_peer)
+                .await
+                .map_err(|e| e.to_string())?;
+            dialers.push((dialer, to_relay));
+        }
         tokio::time::sleep(Duration::from_secs(1)).await;
         let rss_before = relay.rss_kib()?;
         let mut streams = Vec::new();
-        for target in &nodes {
+        for (i, target) in nodes.iter().enumerate() {
+            let (dialer, to_relay) = &dialers[i / CIRCUITS_PER_DIALER];
             let c = dialer
-                .dial_through_relay(to_relay, target.peer_id())
+                .dial_through_relay(*to_relay, target.peer_id())
                 .await
                 .map_err(|e| e.to_string())?;
             let stream = dialer
@@ -610,7 +624,7 @@ mod ours {
             }
             streams.push(stream);
         }
-        nodes.push(dialer);
+        nodes.extend(dialers.into_iter().map(|(d, _)| d));
         Ok(Circuits {
             rss_before,
             _nodes: nodes,
@@ -930,7 +944,7 @@ mod theirs {
     pub struct Circuits {
         pub rss_before: f64,
         _targets: Vec<Client>,
-        _dialer: AbortOnDrop,
+        _dialers: Vec<Dialer>,
         _streams: Vec<libp2p::Stream>,
     }
 
@@ -942,14 +956,18 @@ mod theirs {
             targets.push(t);
             peers.push(p);
         }
-        // One dialer swarm, connected to the relay first.
+        // Dialer swarms, each connected to the relay first.
         let relay_peer: PeerId = relay.peer.parse().map_err(|_| "bad peer id")?;
-        let (mut control, dialer, calls) =
-            dialer_with_calls(relay_addr(relay.addr, &relay.peer)?, relay_peer).await?;
+        let mut dialers = Vec::new();
+        for _ in 0..n.div_ceil(CIRCUITS_PER_DIALER) {
+            dialers
+                .push(dialer_with_calls(relay_addr(relay.addr, &relay.peer)?, relay_peer).await?);
+        }
         tokio::time::sleep(Duration::from_secs(1)).await;
         let rss_before = relay.rss_kib()?;
         let mut streams = Vec::new();
-        for peer in &peers {
+        for (i, peer) in peers.iter().enumerate() {
+            let (control, _, calls) = &mut dialers[i / CIRCUITS_PER_DIALER];
             let to = relay_addr(relay.addr, &relay.peer)?
                 .with(Protocol::P2pCircuit)
                 .with(Protocol::P2p(*peer));
@@ -981,11 +999,16 @@ mod theirs {
         Ok(Circuits {
             rss_before,
             _targets: targets,
-            _dialer: dialer,
+            _dialers: dialers,
             _streams: streams,
         })
     }
 
+    type Dialer = (
+        libp2p_stream::Control,
+        AbortOnDrop,
+        tokio::sync::mpsc::UnboundedSender<Call>,
+    );
     type Call = Box<dyn FnOnce(&mut Swarm<ClientBehaviour>) -> PeerId + Send>;
 
     async fn dialer_with_calls(
