@@ -30,6 +30,8 @@ pub const A: usize = 1;
 pub const B: usize = 2;
 /// Longest virtual time any setup step may take.
 const SETTLE: Duration = Duration::from_secs(10);
+/// Packets per transmit, as the tokio adapter asks for on Linux (GSO).
+const GSO_BATCH: usize = 10;
 /// Bytes handed to one `write` call.
 const WRITE_CHUNK: usize = 64 * 1024;
 
@@ -100,6 +102,8 @@ impl RelayedTrio {
             let index = u8::try_from(i).expect("three nodes");
             let addr = SocketAddr::from((Ipv4Addr::new(10, 0, 0, index + 1), 4001));
             config.listen_addrs(vec![dep2p_core::addr::quic_multiaddr(addr)]);
+            // As the tokio adapter runs it on a GSO-capable socket.
+            config.max_transmit_datagrams(GSO_BATCH);
             let node = Node::new(
                 config,
                 keypair_from_seed([index + 1; 32]),
