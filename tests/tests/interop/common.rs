@@ -354,7 +354,7 @@ pub async fn expect_our_event<T>(
                         return picked;
                     }
                 }
-                Ok(AdapterEvent::Policy(_)) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                Ok(AdapterEvent::RelaySwitched(_)) | Err(broadcast::error::RecvError::Lagged(_)) => {}
                 Err(broadcast::error::RecvError::Closed) => return None,
             }
         }
