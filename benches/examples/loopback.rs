@@ -77,6 +77,10 @@ struct Args {
     /// Only this implementation (`ours` or `libp2p`).
     #[arg(long)]
     only: Option<String>,
+    /// Streams per connection our relay allows (`NodeConfig::max_streams_per_connection`);
+    /// default: the core's default.
+    #[arg(long)]
+    relay_streams: Option<u32>,
     /// Internal: run a relay of this implementation and print its address.
     #[arg(long, hide = true)]
     serve_relay: Option<String>,
@@ -104,7 +108,7 @@ fn main() {
         .build()
         .expect("tokio runtime");
     if let Some(which) = args.serve_relay.clone() {
-        runtime.block_on(serve_relay(&which));
+        runtime.block_on(serve_relay(&which, args.relay_streams));
         return;
     }
     let imps: Vec<Imp> = match args.only.as_deref() {
@@ -157,7 +161,7 @@ async fn measure(imp: Imp, args: &Args) -> Result<Run, String> {
     // the buffers of the transfer do not blur the memory readings below.
     let mut run = Run::default();
     {
-        let relay = RelayProcess::spawn(imp)?;
+        let relay = RelayProcess::spawn(imp, args.relay_streams)?;
         let (direct, relayed) = match imp {
             Imp::Ours => ours::throughput(&relay, args.bytes).await?,
             Imp::Libp2p => theirs::throughput(&relay, args.bytes).await?,
@@ -166,7 +170,7 @@ async fn measure(imp: Imp, args: &Args) -> Result<Run, String> {
         run.relayed_mib_s = relayed;
     }
 
-    let relay = RelayProcess::spawn(imp)?;
+    let relay = RelayProcess::spawn(imp, args.relay_streams)?;
     tokio::time::sleep(Duration::from_millis(300)).await;
     run.rss_idle_kib = relay.rss_kib()?;
 
@@ -223,7 +227,7 @@ async fn measure(imp: Imp, args: &Args) -> Result<Run, String> {
 
     // Active circuits, on a fresh relay (freed handshake memory would be reused otherwise).
     if args.circuits > 0 {
-        let relay = RelayProcess::spawn(imp)?;
+        let relay = RelayProcess::spawn(imp, args.relay_streams)?;
         let (rss_base, circuits): (f64, Box<dyn std::any::Any + Send>) = match imp {
             Imp::Ours => {
                 let c = ours::circuits(&relay, args.circuits).await?;
@@ -297,10 +301,14 @@ struct RelayProcess {
 }
 
 impl RelayProcess {
-    fn spawn(imp: Imp) -> Result<Self, String> {
+    fn spawn(imp: Imp, streams: Option<u32>) -> Result<Self, String> {
         let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-        let mut child = Command::new(exe)
-            .args(["--serve-relay", imp.name()])
+        let mut command = Command::new(exe);
+        command.args(["--serve-relay", imp.name()]);
+        if let Some(streams) = streams {
+            command.args(["--relay-streams", &streams.to_string()]);
+        }
+        let mut child = command
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -355,10 +363,10 @@ impl Drop for RelayProcess {
     }
 }
 
-async fn serve_relay(which: &str) {
+async fn serve_relay(which: &str, streams: Option<u32>) {
     let (addr, peer, guard): (SocketAddr, String, Box<dyn std::any::Any>) = match which {
         "ours" => {
-            let node = ours::relay();
+            let node = ours::relay(streams);
             (
                 node.local_addr(),
                 node.peer_id().to_string(),
@@ -418,7 +426,7 @@ mod ours {
         (u128::from(a) << 64) | u128::from(h.finish())
     }
 
-    pub fn relay() -> NodeHandle {
+    pub fn relay(streams: Option<u32>) -> NodeHandle {
         let limits = RelayLimits::default()
             .max_reservations(0)
             .max_reservations_per_ip(0)
@@ -434,6 +442,9 @@ mod ours {
             .connection_high_watermark(0);
         let mut config = NodeConfig::default();
         config.relay_server(Some(limits)).max_connections(100_000);
+        if let Some(streams) = streams {
+            config.max_streams_per_connection(streams);
+        }
         NodeHandle::spawn(NodeOptions::new(
             config,
             keypair_from_seed(seed()),
@@ -1126,8 +1137,8 @@ fn report(args: &Args, results: &[(Imp, Vec<Run>)]) {
     );
     println!("   median [min – max] over the runs; ratio = ours / theirs (medians)");
     println!(
-        "{:<44} {:>28} {:>28} {:>8}  {}",
-        "measure", "dep2p", "rust-libp2p", "ratio", "DESIGN §10"
+        "{:<44} {:>28} {:>28} {:>8}  DESIGN §10",
+        "measure", "dep2p", "rust-libp2p", "ratio"
     );
     let find = |imp: Imp| {
         results

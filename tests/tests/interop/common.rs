@@ -354,7 +354,8 @@ pub async fn expect_our_event<T>(
                         return picked;
                     }
                 }
-                Ok(AdapterEvent::RelaySwitched(_)) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                Ok(AdapterEvent::RelaySwitched(_))
+                | Err(broadcast::error::RecvError::Lagged(_)) => {}
                 Err(broadcast::error::RecvError::Closed) => return None,
             }
         }
