@@ -303,7 +303,17 @@ struct RelayProcess {
 impl RelayProcess {
     fn spawn(imp: Imp, streams: Option<u32>) -> Result<Self, String> {
         let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-        let mut command = Command::new(exe);
+        // `DEP2P_BENCH_RELAY_PREFIX="valgrind --tool=massif"` runs the relay under a profiler.
+        let prefix = std::env::var("DEP2P_BENCH_RELAY_PREFIX").unwrap_or_default();
+        let mut words = prefix.split_whitespace();
+        let mut command = match words.next() {
+            Some(program) => {
+                let mut c = Command::new(program);
+                c.args(words).arg(exe);
+                c
+            }
+            None => Command::new(exe),
+        };
         command.args(["--serve-relay", imp.name()]);
         if let Some(streams) = streams {
             command.args(["--relay-streams", &streams.to_string()]);
@@ -358,6 +368,15 @@ impl RelayProcess {
 
 impl Drop for RelayProcess {
     fn drop(&mut self) {
+        // Closing its stdin asks the relay to exit (so a profiler wrapping it can write its
+        // report); kill it if it has not after a few seconds.
+        drop(self.child.stdin.take());
+        for _ in 0..50 {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
