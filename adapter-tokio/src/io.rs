@@ -40,6 +40,11 @@ impl UdpIo {
         })
     }
 
+    /// Most segments one send may carry (1 without GSO).
+    pub(crate) fn max_gso_segments(&self) -> usize {
+        self.state.max_gso_segments()
+    }
+
     pub(crate) fn local_addr(&self) -> io::Result<SocketAddr> {
         self.socket.local_addr()
     }

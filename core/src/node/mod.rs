@@ -742,7 +742,8 @@ impl Node {
                 .and_then(|c| c.transport.quic())
             {
                 buf.clear();
-                if let Some(transmit) = quic.poll_transmit(now, 1, buf) {
+                let batch = self.local.config.max_transmit_datagrams;
+                if let Some(transmit) = quic.poll_transmit(now, batch, buf) {
                     return Output::Transmit(transmit);
                 }
             }
