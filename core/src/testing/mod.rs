@@ -18,6 +18,8 @@
 //! assert!(world.run_until(std::time::Duration::from_secs(5), |w| w.is_connected(a, b)));
 //! ```
 
+pub mod raw;
+
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
