@@ -56,6 +56,7 @@ impl Node {
         candidates: &[(PeerId, Vec<Multiaddr>)],
         source: CandidateSource,
     ) {
+        let _tls = self.enter_tls_randomness();
         self.advance(now);
         let now = self.now;
         let Some(driver) = self.autorelay.as_mut() else {

@@ -106,6 +106,7 @@ impl Node {
         target: PeerId,
         addrs: &[Multiaddr],
     ) -> Result<CircuitDialId, CircuitAddrError> {
+        let _tls = self.enter_tls_randomness();
         self.advance(now);
         if target == self.peer_id {
             return Err(CircuitAddrError::SelfDial);

@@ -163,6 +163,9 @@ pub struct Node {
     client_verification: tls::VerificationOutcome,
     /// rustls' crypto provider, shared by every handshake (see `quic::tls_provider`).
     tls_provider: Arc<rustls::crypto::CryptoProvider>,
+    /// The node's TLS generators under [`NodeConfig::deterministic_tls`], entered around
+    /// every public call that may reach rustls (see [`Node::enter_tls_randomness`]).
+    tls_randomness: Option<Arc<tls::SeededRandomness>>,
     clock: WallClock,
     anchor: UnixAnchor,
     endpoint: quinn_proto::Endpoint,
@@ -236,7 +239,7 @@ impl Node {
         let clock = WallClock::new(unix_time);
         let tls = TlsIdentity::new(&keypair, seeds.derive("tls-certificate-key"))
             .map_err(|e| NodeError::Tls(e.to_string()))?;
-        let tls_provider = quic::tls_provider(&config, &seeds);
+        let (tls_provider, tls_randomness) = quic::tls_provider(&config, &seeds);
         let (server_tls, client_verification) = tls::server_config_with_provider(
             &tls,
             clock.clone(),
@@ -289,6 +292,7 @@ impl Node {
             tls,
             client_verification,
             tls_provider,
+            tls_randomness,
             anchor: UnixAnchor::new(now, unix_time),
             clock,
             endpoint,
@@ -383,6 +387,7 @@ impl Node {
 
     /// Feeds one received datagram.
     pub fn handle_datagram(&mut self, now: Instant, datagram: Datagram) {
+        let _tls = self.enter_tls_randomness();
         self.advance(now);
         let now = self.now;
         let mut buf = std::mem::take(&mut self.scratch);
@@ -444,6 +449,7 @@ impl Node {
     /// Tells the node that time has passed. Call it at (or after) the instant of the last
     /// [`Output::Timeout`]; calling it early or twice is harmless.
     pub fn handle_timeout(&mut self, now: Instant) {
+        let _tls = self.enter_tls_randomness();
         self.advance(now);
         let now = self.now;
         // Each expired timer is removed before its connection is processed, and processing
@@ -482,6 +488,7 @@ impl Node {
 
     /// Sets the current unix time (call it when the wall clock drifts from the monotonic clock).
     pub fn set_unix_time(&mut self, now: Instant, unix_time: Duration) {
+        let _tls = self.enter_tls_randomness();
         self.advance(now);
         self.anchor = UnixAnchor::new(self.now, unix_time);
         self.clock.set(unix_time);
@@ -497,6 +504,7 @@ impl Node {
         remote: SocketAddr,
         expected: PeerId,
     ) -> Result<ConnectionId, DialError> {
+        let _tls = self.enter_tls_randomness();
         self.advance(now);
         if self.draining {
             return Err(DialError::Draining);
@@ -545,6 +553,7 @@ impl Node {
         connection: ConnectionId,
         protocol: &str,
     ) -> Result<StreamHandle, StreamError> {
+        let _tls = self.enter_tls_randomness();
         self.advance(now);
         if let Err(error) = crate::multistream::Dialer::new([protocol]) {
             return Err(StreamError::InvalidProtocol(format!(
@@ -570,6 +579,7 @@ impl Node {
         stream: StreamHandle,
         data: &[u8],
     ) -> Result<usize, StreamError> {
+        let _tls = self.enter_tls_randomness();
         self.advance(now);
         let conn = self.app_stream(stream)?;
         let result = match conn.transport.write(stream.id, data) {
@@ -588,6 +598,7 @@ impl Node {
         stream: StreamHandle,
         max: usize,
     ) -> Result<ReadOutcome, StreamError> {
+        let _tls = self.enter_tls_randomness();
         self.advance(now);
         let conn = self.app_stream(stream)?;
         let entry = conn
@@ -625,6 +636,7 @@ impl Node {
 
     /// Finishes the sending side of a stream: the peer reads to the end, then sees the finish.
     pub fn finish(&mut self, now: Instant, stream: StreamHandle) -> Result<(), StreamError> {
+        let _tls = self.enter_tls_randomness();
         self.advance(now);
         let conn = self.app_stream(stream)?;
         let relayed = matches!(conn.transport, Transport::Relayed(_));
@@ -654,6 +666,7 @@ impl Node {
         stream: StreamHandle,
         code: u32,
     ) -> Result<(), StreamError> {
+        let _tls = self.enter_tls_randomness();
         self.advance(now);
         let conn = self.app_stream(stream)?;
         conn.streams.remove(&stream.id);
@@ -665,6 +678,7 @@ impl Node {
     /// Measures the round trip to the peer of `connection` with libp2p ping; the result is
     /// [`Event::PingSucceeded`] or [`Event::PingFailed`].
     pub fn ping(&mut self, now: Instant, connection: ConnectionId) -> Result<(), PingError> {
+        let _tls = self.enter_tls_randomness();
         self.advance(now);
         self.established(connection)?;
         if self
@@ -696,6 +710,7 @@ impl Node {
         code: u32,
         reason: &[u8],
     ) -> Result<(), StreamError> {
+        let _tls = self.enter_tls_randomness();
         self.advance(now);
         let now = self.now;
         if !self.connections.contains_key(&connection) {
@@ -720,6 +735,7 @@ impl Node {
     /// The next output. Call until it returns [`Output::Timeout`] (the drain rule); a
     /// [`Output::Transmit`]'s bytes are at the start of `buf`.
     pub fn poll_output(&mut self, buf: &mut Vec<u8>) -> Output {
+        let _tls = self.enter_tls_randomness();
         while let Some(relayed) = self.relayed_dirty.pop_first() {
             self.pump_relayed(relayed);
             self.run_actions();
@@ -848,6 +864,16 @@ impl Node {
         let result = f(conn, &mut ctx);
         self.dirty.insert(id);
         Some(result)
+    }
+
+    /// Enters the node's deterministic TLS generators for the rest of the calling scope, so
+    /// rustls draws this node's bytes whatever other node ran on the thread before; nothing
+    /// without [`NodeConfig::deterministic_tls`]. Every public call that may reach rustls
+    /// starts with it.
+    fn enter_tls_randomness(&self) -> Option<tls::EnteredRandomness> {
+        self.tls_randomness
+            .as_ref()
+            .map(tls::SeededRandomness::enter)
     }
 
     /// Runs a connection after an input: endpoint events, protocol events, timer, cleanup.

@@ -63,13 +63,20 @@ impl TimeSource for WallClockTimeSource {
 }
 
 /// The rustls provider the node uses for every handshake, built once so that all connections
-/// draw from one stream: seeded from the node's seed with [`NodeConfig::deterministic_tls`], the
-/// OS-random production provider otherwise.
-pub(crate) fn tls_provider(config: &NodeConfig, seeds: &SeedTree) -> Arc<CryptoProvider> {
+/// draw from one stream: with [`NodeConfig::deterministic_tls`], the seeded provider plus the
+/// node's own generators (seeded from the node's seed), which the node enters around every
+/// call that may reach rustls; the OS-random production provider and no generators otherwise.
+pub(crate) fn tls_provider(
+    config: &NodeConfig,
+    seeds: &SeedTree,
+) -> (Arc<CryptoProvider>, Option<Arc<tls::SeededRandomness>>) {
     if config.deterministic_tls {
-        tls::seeded_crypto_provider(seeds.derive("tls-randomness"))
+        (
+            tls::seeded_crypto_provider(),
+            Some(tls::SeededRandomness::new(seeds.derive("tls-randomness"))),
+        )
     } else {
-        tls::crypto_provider()
+        (tls::crypto_provider(), None)
     }
 }
 

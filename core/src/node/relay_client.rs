@@ -81,6 +81,7 @@ impl Node {
     /// [`Event::ReservationFailed`](super::Event::ReservationFailed); an accepted reservation is
     /// renewed automatically at three quarters of its lifetime while the connection lives.
     pub fn reserve(&mut self, now: Instant, connection: ConnectionId) -> Result<(), ReserveError> {
+        let _tls = self.enter_tls_randomness();
         self.advance(now);
         self.established(connection)?;
         if matches!(
@@ -134,6 +135,7 @@ impl Node {
         relay_connection: ConnectionId,
         target: PeerId,
     ) -> Result<ConnectionId, DialError> {
+        let _tls = self.enter_tls_randomness();
         self.advance(now);
         if target == self.peer_id {
             return Err(DialError::SelfDial(target));

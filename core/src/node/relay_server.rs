@@ -601,6 +601,7 @@ impl Node {
     /// for the few round trips the closes need; drop it after its connections are gone
     /// ([`Node::stats`] `connections == 0`).
     pub fn drain(&mut self, now: Instant) {
+        let _tls = self.enter_tls_randomness();
         self.advance(now);
         self.draining = true;
         // Dropped before the closes: their events must not make AutoRelay dial replacements.

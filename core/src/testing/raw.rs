@@ -58,7 +58,12 @@ pub struct RawPeer {
     /// What [`RawPeer::received`] accumulated per stream.
     received: BTreeMap<StreamId, Received>,
     buf: Vec<u8>,
+    /// The TLS generators behind a [`client_tls`] config, entered around every quinn call.
+    tls_randomness: Arc<tls::SeededRandomness>,
 }
+
+/// The seed of every raw peer's TLS randomness.
+const RAW_TLS_SEED: [u8; 32] = [0x7a; 32];
 
 /// Everything read from one stream so far, and how the peer ended it (see [`RawPeer::read`]).
 pub type Received = (Vec<u8>, Option<Option<u64>>);
@@ -79,8 +84,9 @@ pub fn client_tls(
     alpn: &[&[u8]],
 ) -> Arc<rustls::ClientConfig> {
     let clock = WallClock::new(WORLD_UNIX_START + world.elapsed());
-    // Seeded randomness (not the OS's), so every run of a fuzz input sends the same bytes.
-    let provider = tls::seeded_crypto_provider([0x7a; 32]);
+    // Seeded randomness (not the OS's), so every run of a fuzz input sends the same bytes; the
+    // [`RawPeer`] using the config enters its generators.
+    let provider = tls::seeded_crypto_provider();
     let (config, _) = tls::client_config_with_provider(identity, clock, expected, alpn, provider)
         .expect("client config");
     config
@@ -115,6 +121,8 @@ impl RawPeer {
             let n = counter.fetch_add(1, Ordering::Relaxed);
             quinn_proto::ConnectionId::new(&n.to_le_bytes())
         }));
+        let tls_randomness = tls::SeededRandomness::new(RAW_TLS_SEED);
+        let entered = tls_randomness.enter();
         let (handle, conn) = endpoint
             .connect(world.now(), config, world.addr(target), "l")
             .expect("connect starts");
@@ -128,7 +136,9 @@ impl RawPeer {
             captured: Vec::new(),
             received: BTreeMap::new(),
             buf: Vec::with_capacity(1500),
+            tls_randomness: Arc::clone(&tls_randomness),
         };
+        drop(entered);
         peer.flush(world);
         peer
     }
@@ -136,6 +146,7 @@ impl RawPeer {
     /// Hands the connection's endpoint events to the endpoint and sends everything it wants
     /// to send into the world (arriving at once).
     pub fn flush(&mut self, world: &mut World) {
+        let _tls = self.tls_randomness.enter();
         while let Some(event) = self.conn.poll_endpoint_events() {
             if let Some(reply) = self.endpoint.handle_event(self.handle, event) {
                 self.conn.handle_event(reply);
@@ -159,6 +170,7 @@ impl RawPeer {
 
     /// Delivers datagrams waiting in the mailbox and fires the connection's timer if due.
     pub fn receive(&mut self, world: &mut World) {
+        let _tls = self.tls_randomness.enter();
         let now = world.now();
         for datagram in world.take_external(self.addr) {
             if self.captured.len() < MAX_CAPTURED {

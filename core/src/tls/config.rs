@@ -433,15 +433,17 @@ mod tests {
 
     #[test]
     fn seeded_provider_handshakes_with_an_os_random_peer() {
-        use crate::tls::seeded_crypto_provider;
+        use crate::tls::{SeededRandomness, seeded_crypto_provider};
         let (dialer, listener) = (identity(1), identity(2));
+        let randomness = SeededRandomness::new([5; 32]);
+        let _entered = randomness.enter();
         let clock = WallClock::new(NOW);
         // Seeded dialer, OS-random listener; then the other way round.
         for seeded_dialer in [true, false] {
             let (dialer_provider, listener_provider) = if seeded_dialer {
-                (seeded_crypto_provider([5; 32]), crypto_provider())
+                (seeded_crypto_provider(), crypto_provider())
             } else {
-                (crypto_provider(), seeded_crypto_provider([5; 32]))
+                (crypto_provider(), seeded_crypto_provider())
             };
             let (client_config, _) = client_config_with_provider(
                 &dialer,
@@ -469,12 +471,14 @@ mod tests {
         let dialer = identity(1);
         let clock = WallClock::new(NOW);
         let hello = |seed: [u8; 32]| {
+            let randomness = crate::tls::SeededRandomness::new(seed);
+            let _entered = randomness.enter();
             let (config, _) = client_config_with_provider(
                 &dialer,
                 clock.clone(),
                 None,
                 &[ALPN],
-                crate::tls::seeded_crypto_provider(seed),
+                crate::tls::seeded_crypto_provider(),
             )
             .expect("client");
             let name =

@@ -43,7 +43,7 @@ pub use config::{
     crypto_provider, peer_id_from_certificates, server_config, server_config_with_alpn,
     server_config_with_outcome, server_config_with_provider,
 };
-pub use seeded::seeded_crypto_provider;
+pub use seeded::{EnteredRandomness, SeededRandomness, seeded_crypto_provider};
 pub use stream::{
     MAX_PENDING_CIPHERTEXT, MAX_UNSENT, READ_AHEAD, ReadOutcome, SecureStream, SecureStreamError,
     SecureStreamEvent,
