@@ -49,9 +49,18 @@ fn idle_reservation_costs_one_keep_alive_and_one_ack_per_interval() {
         datagrams <= 2 * intervals + 2,
         "{datagrams} datagrams in {idle:?} of idleness"
     );
-    assert!(datagrams >= intervals, "the client keeps the connection alive");
-    assert!(world.is_connected(1, 0), "the reservation's connection stays up");
-    assert_eq!(world.node(0).relay_stats().expect("a relay").reservations, 1);
+    assert!(
+        datagrams >= intervals,
+        "the client keeps the connection alive"
+    );
+    assert!(
+        world.is_connected(1, 0),
+        "the reservation's connection stays up"
+    );
+    assert_eq!(
+        world.node(0).relay_stats().expect("a relay").reservations,
+        1
+    );
 }
 
 #[test]
@@ -75,5 +84,8 @@ fn relay_drops_a_silent_client_within_its_idle_timeout() {
         "relay still holds the connection {:?} after the client went silent",
         world.elapsed() - silent_from
     );
-    assert_eq!(world.node(0).relay_stats().expect("a relay").reservations, 0);
+    assert_eq!(
+        world.node(0).relay_stats().expect("a relay").reservations,
+        0
+    );
 }

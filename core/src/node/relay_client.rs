@@ -622,7 +622,7 @@ impl Node {
             self.abort_and_forget(stream, super::connection::CODE_CANCELLED);
             return;
         }
-        let last = r.take_circuit_output();
+        let last = r.take_all_circuit_output();
         self.reply_and_close(stream, last);
     }
 

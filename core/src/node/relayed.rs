@@ -108,8 +108,12 @@ pub(crate) struct RelayedTransport {
     stage: Stage,
     tls: CircuitTls,
     yamux_config: YamuxConfig,
-    /// Bytes for the circuit stream (negotiation lines, then TLS records), in order.
+    /// Bytes for the circuit stream (negotiation lines, then TLS records), in order, after
+    /// `circuit_pending`.
     pub(crate) to_circuit: BytesMut,
+    /// Bytes taken out for the circuit stream that it has not accepted yet (flow control).
+    /// They go first; kept apart from `to_circuit` so they are handed back without a copy.
+    circuit_pending: Bytes,
     /// Plaintext yamux produced that TLS has not taken yet.
     plaintext_out: BytesMut,
     /// The peer's TLS identity, once the handshake completed.
@@ -137,6 +141,7 @@ impl RelayedTransport {
             tls,
             yamux_config,
             to_circuit: BytesMut::new(),
+            circuit_pending: Bytes::new(),
             plaintext_out: BytesMut::new(),
             authenticated: None,
         }
@@ -357,7 +362,7 @@ impl RelayedTransport {
             self.plaintext_out.advance(n);
             moved = true;
         }
-        while self.to_circuit.len() < MAX_TO_CIRCUIT
+        while self.to_circuit.len() + self.circuit_pending.len() < MAX_TO_CIRCUIT
             && let Some(out) = tls.poll_output()
         {
             self.to_circuit.extend_from_slice(&out);
@@ -366,19 +371,46 @@ impl RelayedTransport {
         Ok(moved)
     }
 
-    /// Takes the bytes waiting for the circuit stream.
+    /// Takes the next bytes for the circuit stream: what it did not accept last time, else
+    /// everything produced since. Hand back what it does not take now with
+    /// [`Self::untake_circuit_output`].
     pub(crate) fn take_circuit_output(&mut self) -> Bytes {
-        self.to_circuit.split().freeze()
+        if self.circuit_pending.is_empty() {
+            self.circuit_pending = self.to_circuit.split().freeze();
+        }
+        std::mem::take(&mut self.circuit_pending)
     }
 
-    /// Puts back what the circuit stream did not take.
+    /// Takes every byte waiting for the circuit stream, in order (the last flush of a closing
+    /// connection).
+    pub(crate) fn take_all_circuit_output(&mut self) -> Bytes {
+        let pending = std::mem::take(&mut self.circuit_pending);
+        if pending.is_empty() {
+            return self.to_circuit.split().freeze();
+        }
+        if self.to_circuit.is_empty() {
+            return pending;
+        }
+        let mut joined = BytesMut::with_capacity(pending.len() + self.to_circuit.len());
+        joined.extend_from_slice(&pending);
+        joined.extend_from_slice(&self.to_circuit.split());
+        joined.freeze()
+    }
+
+    /// Hands back what the circuit stream did not take of [`Self::take_circuit_output`]; it goes
+    /// first next time. No copy: the bytes are kept as they are.
     pub(crate) fn untake_circuit_output(&mut self, rest: Bytes) {
         if rest.is_empty() {
             return;
         }
-        let mut joined = BytesMut::with_capacity(rest.len() + self.to_circuit.len());
-        joined.extend_from_slice(&rest);
-        joined.extend_from_slice(&self.to_circuit);
-        self.to_circuit = joined;
+        if self.circuit_pending.is_empty() {
+            self.circuit_pending = rest;
+        } else {
+            // Only if something was taken twice without handing back in between.
+            let mut joined = BytesMut::with_capacity(rest.len() + self.circuit_pending.len());
+            joined.extend_from_slice(&rest);
+            joined.extend_from_slice(&self.circuit_pending);
+            self.circuit_pending = joined.freeze();
+        }
     }
 }
