@@ -539,12 +539,8 @@ impl Node {
                 self.end_circuit(circuit, BridgeEnd::Reset);
                 return;
             }
-            let Some(mut src_conn) = self.connections.remove(&src.connection) else {
-                self.end_circuit(circuit, BridgeEnd::Reset);
-                return;
-            };
-            let turn = match self.connections.get_mut(&dst.connection) {
-                Some(dst_conn) => {
+            let turn = match two_mut(&mut self.connections, src.connection, dst.connection) {
+                Some((src_conn, dst_conn)) => {
                     let before = bridge.forwarded[from as usize];
                     let turn =
                         bridge.forward(from, &mut src_conn.transport, &mut dst_conn.transport);
@@ -553,7 +549,6 @@ impl Node {
                 }
                 None => Turn::Done(BridgeEnd::Reset),
             };
-            self.connections.insert(src.connection, src_conn);
             self.dirty.insert(src.connection);
             self.dirty.insert(dst.connection);
             if let Turn::Done(end) = turn {
@@ -734,5 +729,46 @@ impl Node {
         for circuit in bridged {
             self.end_circuit(circuit, BridgeEnd::Reset);
         }
+    }
+}
+
+/// Both connections of a bridge at once, in place (no moving a connection out of the map and
+/// back): `None` if either is gone or they are the same connection (a peer relaying to
+/// itself is refused before a bridge exists).
+fn two_mut<V>(
+    map: &mut BTreeMap<ConnectionId, V>,
+    a: ConnectionId,
+    b: ConnectionId,
+) -> Option<(&mut V, &mut V)> {
+    if a == b {
+        return None;
+    }
+    let (low, high) = if a < b { (a, b) } else { (b, a) };
+    let mut range = map.range_mut(low..=high);
+    let (first_key, first) = range.next()?;
+    let (last_key, last) = range.next_back()?;
+    if *first_key != low || *last_key != high {
+        return None;
+    }
+    Some(if a < b { (first, last) } else { (last, first) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn two_mut_returns_both_entries_in_the_asked_order_or_none() {
+        let mut map: BTreeMap<ConnectionId, u32> =
+            (1..=5).map(|k| (ConnectionId(k), k as u32 * 10)).collect();
+        let (a, b) = two_mut(&mut map, ConnectionId(4), ConnectionId(2)).expect("both present");
+        assert_eq!((*a, *b), (40, 20));
+        *a += 1;
+        *b += 1;
+        assert_eq!(map[&ConnectionId(4)], 41);
+        assert_eq!(map[&ConnectionId(2)], 21);
+        assert!(two_mut(&mut map, ConnectionId(3), ConnectionId(3)).is_none());
+        assert!(two_mut(&mut map, ConnectionId(3), ConnectionId(9)).is_none());
+        assert!(two_mut(&mut map, ConnectionId(0), ConnectionId(3)).is_none());
     }
 }
