@@ -298,8 +298,8 @@ impl ReferenceStateMachine for CircuitMachine {
             0..=3u32,
             prop_oneof![1 => Just(0), 3 => 200..=5_000u64],
             prop_oneof![Just(0), 1..=200u64],
-            rate_limit(1),
-            rate_limit(1),
+            rate_limit(1, Duration::from_secs(6)),
+            rate_limit(1, Duration::from_secs(6)),
             1..=6u32,
         )
             .prop_map(
@@ -368,7 +368,7 @@ impl ReferenceStateMachine for CircuitMachine {
             (1, Just(Transition::EvictRateBuckets).boxed()),
             (
                 4,
-                advance(state.now, state.milestones())
+                advance(state.now, state.milestones(), Duration::from_secs(4))
                     .prop_map(Transition::Advance)
                     .boxed(),
             ),

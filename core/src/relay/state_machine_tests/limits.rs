@@ -20,7 +20,7 @@ use super::super::test_model::{
     IPS, ModelRate, PEERS, RateAudit, assert_counters, group_of, ip, peer,
 };
 use super::super::wire::CircuitLimit;
-use super::{Clock, advance, config, rate_limit};
+use super::{Clock, advance, config, limited_rate, rate_limit};
 
 /// The four rate limits of [`RelayLimits`], in the order `validate` checks them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -329,8 +329,7 @@ enum Transition {
 fn setting() -> impl Strategy<Value = Setting> {
     let secs = |s: u64| Duration::from_secs(s);
     let rate = prop_oneof![
-        4 => (1..=3u32, 1..=20_000u64)
-            .prop_map(|(b, ms)| RateLimit::new(b, Duration::from_millis(ms))),
+        4 => limited_rate(Duration::from_secs(20)),
         1 => Just(RateLimit::unlimited()),
         1 => (1..=3u32).prop_map(|b| RateLimit::new(b, MAX_RATE_PERIOD)),
         1 => (0..=3u32).prop_map(|b| RateLimit::new(b, MAX_RATE_PERIOD + Duration::from_nanos(1))),
@@ -344,6 +343,7 @@ fn setting() -> impl Strategy<Value = Setting> {
         1 => prop_oneof![
             4 => (1..=7_200u64).prop_map(secs),
             1 => (0..=1_500u64).prop_map(Duration::from_millis),
+            1 => (0..=1u64).prop_map(|early| Duration::from_secs(1) - Duration::from_nanos(early)),
         ]
         .prop_map(Setting::ReservationTtl),
         1 => prop_oneof![0..=4u32, any::<u32>()].prop_map(Setting::MaxCircuits),
@@ -399,7 +399,7 @@ impl ReferenceStateMachine for LimitsMachine {
     fn init_state() -> BoxedStrategy<Model> {
         // The defaults, then small rates and key bound so that the limiters limit something.
         (
-            proptest::array::uniform4(rate_limit(3)),
+            proptest::array::uniform4(rate_limit(3, Duration::from_secs(20))),
             1..=4u32,
             any::<bool>(),
         )
@@ -446,7 +446,7 @@ impl ReferenceStateMachine for LimitsMachine {
             ),
             (
                 3,
-                advance(state.now, milestones)
+                advance(state.now, milestones, Duration::from_millis(1_500))
                     .prop_map(Transition::Advance)
                     .boxed(),
             ),

@@ -59,22 +59,33 @@ impl Clock {
     }
 }
 
-/// A valid rate for the tables: unlimited (one time in `1 + limited`), or a small burst over a
-/// few seconds (whole milliseconds, so a token usually takes a fraction of a nanosecond-exact
-/// period).
-fn rate_limit(limited: u32) -> impl Strategy<Value = RateLimit> {
+/// A burst of one to three over a period of 1 ms to `max_period`, to the nanosecond (so a token
+/// usually takes a fraction of a nanosecond, and waits must be rounded up).
+fn limited_rate(max_period: Duration) -> impl Strategy<Value = RateLimit> {
+    let max_ns = u64::try_from(max_period.as_nanos()).expect("a short period");
+    (1..=3u32, 1_000_000..=max_ns)
+        .prop_map(|(burst, ns)| RateLimit::new(burst, Duration::from_nanos(ns)))
+}
+
+/// A valid rate for the tables: unlimited one time in `1 + limited`, else a
+/// [`limited_rate`].
+fn rate_limit(limited: u32, max_period: Duration) -> impl Strategy<Value = RateLimit> {
     prop_oneof![
         1 => Just(RateLimit::unlimited()),
-        limited => (1..=3u32, 1..=6_000u64)
-            .prop_map(|(burst, ms)| RateLimit::new(burst, Duration::from_millis(ms))),
+        limited => limited_rate(max_period),
     ]
 }
 
-/// A step of virtual time from `now`: a few seconds at random, or exactly to one of
+/// A step of virtual time from `now`: up to `max_step` at random, or exactly to one of
 /// `milestones` (the instants after `now` at which an answer changes) or one nanosecond before
 /// it, where an off-by-one in a `<` would show.
-fn advance(now: Duration, milestones: Vec<Duration>) -> BoxedStrategy<Duration> {
-    let random = (0..4_000u64).prop_map(Duration::from_millis);
+fn advance(
+    now: Duration,
+    milestones: Vec<Duration>,
+    max_step: Duration,
+) -> BoxedStrategy<Duration> {
+    let max_ms = u64::try_from(max_step.as_millis()).expect("a short step");
+    let random = (0..max_ms).prop_map(Duration::from_millis);
     let later: Vec<Duration> = milestones.into_iter().filter(|&t| t > now).collect();
     if later.is_empty() {
         return random.boxed();

@@ -247,8 +247,8 @@ impl ReferenceStateMachine for ReservationMachine {
             0..=4u32,
             0..=3u32,
             1_000..=6_000u64,
-            rate_limit(1),
-            rate_limit(1),
+            rate_limit(1, Duration::from_secs(6)),
+            rate_limit(1, Duration::from_secs(6)),
             1..=6u32,
         )
             .prop_map(
@@ -283,7 +283,7 @@ impl ReferenceStateMachine for ReservationMachine {
             (1, Just(Transition::EvictRateBuckets).boxed()),
             (
                 3,
-                advance(state.now, state.milestones())
+                advance(state.now, state.milestones(), Duration::from_secs(4))
                     .prop_map(Transition::Advance)
                     .boxed(),
             ),
