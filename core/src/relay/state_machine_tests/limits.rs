@@ -363,8 +363,9 @@ fn setting() -> impl Strategy<Value = Setting> {
             1 => Just(Duration::ZERO),
         ]
         .prop_map(Setting::RequestTimeout),
-        1 => (0..=300u32).prop_map(Setting::LowWatermark),
-        1 => (0..=300u32).prop_map(Setting::HighWatermark),
+        // Small values as often as large ones, so that the two watermarks often meet.
+        1 => prop_oneof![0..=3u32, 0..=300u32].prop_map(Setting::LowWatermark),
+        1 => prop_oneof![0..=3u32, 0..=300u32].prop_map(Setting::HighWatermark),
     ]
 }
 
