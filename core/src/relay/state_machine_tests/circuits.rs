@@ -4,8 +4,12 @@
 //! are no longer (or were never) open, rate-bucket eviction and time steps, each checked against
 //! [`Model`] after every transition (DESIGN §4.3, §5.1).
 //!
-//! Regression file (`core/proptest-regressions/relay/state_machine_tests/circuits.txt`):
-//! none recorded yet.
+//! Regression file (`core/proptest-regressions/relay/state_machine_tests/circuits.txt`): two
+//! seeds, each recorded with a bug injected on purpose and then reverted: the byte limit
+//! checked as `total >= limit` (relaying exactly `max_circuit_bytes` then hits it), and the
+//! per-destination circuit limit skipped (a second CONNECT to a destination at
+//! `max_circuits_per_peer` 1 is admitted). Both replay, and pass, before the novel cases of
+//! every run.
 
 use std::time::{Duration, Instant};
 

@@ -4,8 +4,11 @@
 //! addresses sharing a group), and the [`RejectionCounters`] of their refusals, each checked
 //! against [`Model`] after every transition (DESIGN §5.1).
 //!
-//! Regression file (`core/proptest-regressions/relay/state_machine_tests/limits.txt`):
-//! none recorded yet.
+//! Regression file (`core/proptest-regressions/relay/state_machine_tests/limits.txt`): two
+//! seeds, each recorded with a bug injected on purpose and then reverted: `RateLimiter::check`
+//! rounding `retry_after` down (a burst of 2 over an odd number of nanoseconds), and
+//! `RelayLimits::validate` refusing equal connection watermarks (`>=` for `>`). Both replay,
+//! and pass, before the novel cases of every run.
 
 use std::time::{Duration, Instant};
 

@@ -4,7 +4,11 @@
 //! and time steps, each checked against [`Model`] after every transition (DESIGN §5.1).
 //!
 //! Regression file (`core/proptest-regressions/relay/state_machine_tests/reservations.txt`):
-//! none recorded yet.
+//! one seed, recorded with the per-IP limit check broken on purpose (`count > max` for
+//! `count >= max`; it shrinks to two peers reserving from one IPv4 address, once through its
+//! IPv4-mapped IPv6 form, with `max_reservations_per_ip` 1). The same seed also catches an
+//! `expire` that keeps a reservation whose deadline is exactly `now`. Both bugs were reverted:
+//! the case replays, and passes, before the novel cases of every run.
 
 use std::time::{Duration, Instant};
 
