@@ -40,6 +40,14 @@ impl CircuitId {
     }
 }
 
+#[cfg(test)]
+impl CircuitId {
+    /// The id numbered `n`, for tests naming ids a table never issued.
+    pub(crate) const fn from_raw(n: u64) -> Self {
+        Self(n)
+    }
+}
+
 /// A direction of a circuit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Direction {

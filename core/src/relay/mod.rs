@@ -23,6 +23,10 @@ mod model_tests;
 pub mod rate;
 pub mod refusal;
 pub mod reservations;
+#[cfg(test)]
+mod state_machine_tests;
+#[cfg(test)]
+mod test_model;
 pub mod voucher;
 pub mod wire;
 

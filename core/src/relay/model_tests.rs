@@ -5,7 +5,6 @@
 //! nothing is cached. Every answer and every count must agree after every step.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use libp2p_identity::PeerId;
@@ -15,9 +14,9 @@ use super::circuits::{CircuitId, CircuitTable, Direction, LimitHit};
 use super::limits::{IpGroup, RateLimit, RelayLimits};
 use super::refusal::{RefusalReason, RejectionCounters};
 use super::reservations::{Admission, ReservationTable};
+use super::test_model::{ModelRate, PEERS, charge_both, ip, peer, peer_index};
 use crate::testing::virtual_epoch;
 
-const PEERS: usize = 5;
 const MAX_KEYS: usize = 3;
 const TTL: Duration = Duration::from_secs(10);
 const CIRCUIT_DURATION: Duration = Duration::from_secs(6);
@@ -49,13 +48,6 @@ fn limits() -> RelayLimits {
         .rate_limiter_max_keys(MAX_KEYS as u32)
 }
 
-/// Two IPv4 addresses, and two IPv6 addresses sharing one /64.
-fn ip(i: usize) -> IpAddr {
-    ["192.0.2.1", "192.0.2.2", "2001:db8::1", "2001:db8::ffff:2"][i]
-        .parse()
-        .expect("literal address")
-}
-
 #[derive(Debug, Clone)]
 enum Op {
     Reserve { peer: usize, ip: usize },
@@ -79,56 +71,6 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
-/// A token bucket stated plainly: `tokens × period` units, `burst` units per nanosecond.
-#[derive(Debug, Clone, Copy)]
-struct ModelBucket {
-    level: u128,
-    at: Instant,
-}
-
-#[derive(Debug)]
-struct ModelRate<K> {
-    limit: RateLimit,
-    buckets: BTreeMap<K, ModelBucket>,
-}
-
-impl<K: Ord + Copy> ModelRate<K> {
-    fn cap(&self) -> u128 {
-        u128::from(self.limit.burst) * self.limit.period.as_nanos()
-    }
-    fn level(&self, now: Instant, k: &K) -> u128 {
-        match self.buckets.get(k) {
-            None => self.cap(),
-            Some(b) => {
-                let dt = now.duration_since(b.at).as_nanos();
-                (b.level + dt * u128::from(self.limit.burst)).min(self.cap())
-            }
-        }
-    }
-    /// Ok, Err(false) = limited, Err(true) = table full.
-    fn allows(&self, now: Instant, k: &K) -> Result<(), bool> {
-        let cost = self.limit.period.as_nanos();
-        let tracked = |key: &K| self.level(now, key) < self.cap();
-        if !tracked(k) {
-            let active = self.buckets.keys().filter(|key| tracked(key)).count();
-            return if active >= MAX_KEYS {
-                Err(true)
-            } else {
-                Ok(())
-            };
-        }
-        if self.level(now, k) >= cost {
-            Ok(())
-        } else {
-            Err(false)
-        }
-    }
-    fn charge(&mut self, now: Instant, k: K) {
-        let level = self.level(now, &k) - self.limit.period.as_nanos();
-        self.buckets.insert(k, ModelBucket { level, at: now });
-    }
-}
-
 #[derive(Debug, Clone, Copy)]
 struct ModelCircuit {
     src: usize,
@@ -138,6 +80,8 @@ struct ModelCircuit {
 }
 
 struct Model {
+    /// The instant virtual time counts from (the bucket model takes time since it).
+    epoch: Instant,
     now: Instant,
     /// peer → (ip index, expires_at)
     res: BTreeMap<usize, (usize, Instant)>,
@@ -160,26 +104,15 @@ enum ResOutcome {
 impl Model {
     fn new(now: Instant) -> Self {
         let [rp, ri, cp, ci] = rates();
-        let r = |limit| ModelRate {
-            limit,
-            buckets: BTreeMap::new(),
-        };
+        let r = |limit| ModelRate::new(limit, MAX_KEYS);
         Self {
+            epoch: now,
             now,
             res: BTreeMap::new(),
             circuits: BTreeMap::new(),
             next_id: 0,
             rates: [r(rp), r(cp)],
-            ip_rates: [
-                ModelRate {
-                    limit: ri,
-                    buckets: BTreeMap::new(),
-                },
-                ModelRate {
-                    limit: ci,
-                    buckets: BTreeMap::new(),
-                },
-            ],
+            ip_rates: [ModelRate::new(ri, MAX_KEYS), ModelRate::new(ci, MAX_KEYS)],
             res_rejections: RejectionCounters::default(),
             circ_rejections: RejectionCounters::default(),
         }
@@ -216,22 +149,12 @@ impl Model {
                 RefusalReason::CircuitRatePerIp,
             )
         };
-        let map = |e: bool, limited| {
-            if e {
-                RefusalReason::RateTableFull
-            } else {
-                limited
-            }
-        };
-        self.rates[which]
-            .allows(self.now, &peer)
-            .map_err(|e| map(e, per_peer))?;
-        self.ip_rates[which]
-            .allows(self.now, &g)
-            .map_err(|e| map(e, per_ip))?;
-        self.rates[which].charge(self.now, peer);
-        self.ip_rates[which].charge(self.now, g);
-        Ok(())
+        charge_both(
+            self.now.duration_since(self.epoch),
+            (&mut self.rates[which], peer),
+            (&mut self.ip_rates[which], g),
+            [per_peer, per_ip],
+        )
     }
 
     fn reserve(&mut self, peer: usize, ipi: usize) -> ResOutcome {
@@ -322,14 +245,8 @@ impl Model {
 
 fn run(ops: &[Op]) -> Result<(), TestCaseError> {
     let t0 = virtual_epoch();
-    let peers: Vec<PeerId> = (0..PEERS)
-        .map(|n| {
-            crate::identity::keypair_from_seed([n as u8 + 1; 32])
-                .public()
-                .to_peer_id()
-        })
-        .collect();
-    let index_of = |p: &PeerId| peers.iter().position(|q| q == p).expect("known peer");
+    let peers: Vec<PeerId> = (0..PEERS).map(peer).collect();
+    let index_of = peer_index;
     let mut res = ReservationTable::new(limits());
     let mut circ = CircuitTable::new(limits());
     let mut model = Model::new(t0);
