@@ -193,8 +193,9 @@ impl RelayLimits {
         self
     }
 
-    /// Longest lifetime of a circuit, sent in `Limit.duration`. Default 30 min;
-    /// `Duration::ZERO` = unlimited. At most `u32::MAX` seconds.
+    /// Longest lifetime of a circuit, sent in `Limit.duration` (whole seconds, rounded down).
+    /// Default 30 min; `Duration::ZERO` = unlimited. Otherwise at least 1 s and at most
+    /// `u32::MAX` seconds.
     #[must_use]
     pub fn max_circuit_duration(mut self, d: Duration) -> Self {
         self.max_circuit_duration = d;
@@ -292,6 +293,16 @@ impl RelayLimits {
             return bad(
                 "max_circuit_duration",
                 "must fit the u32 seconds of Limit.duration",
+            );
+        }
+        if !self.max_circuit_duration.is_zero()
+            && self.max_circuit_duration < Duration::from_secs(1)
+        {
+            // Limit.duration carries whole seconds: it would say 0, which peers read as
+            // unlimited (or as already over), while the relay cut the circuit anyway.
+            return bad(
+                "max_circuit_duration",
+                "must be 0 (unlimited) or at least one second",
             );
         }
         for (key, rate) in [
@@ -422,6 +433,10 @@ mod tests {
         assert_eq!(key(d().reservation_ttl(Duration::ZERO)), "reservation_ttl");
         assert_eq!(
             key(d().max_circuit_duration(Duration::from_secs(u64::from(u32::MAX) + 1))),
+            "max_circuit_duration"
+        );
+        assert_eq!(
+            key(d().max_circuit_duration(Duration::from_millis(500))),
             "max_circuit_duration"
         );
         assert_eq!(

@@ -194,6 +194,12 @@ impl Fields {
         if self.max_circuit_duration >= Duration::from_secs(u64::from(u32::MAX) + 1) {
             return Some("max_circuit_duration");
         }
+        // Limit.duration carries whole seconds, and 0 there would read as unlimited.
+        if self.max_circuit_duration != Duration::ZERO
+            && self.max_circuit_duration < Duration::from_secs(1)
+        {
+            return Some("max_circuit_duration");
+        }
         for kind in RateKind::ALL {
             let rate = self.rates[kind.index()];
             let burst_without_period = rate.burst != 0 && rate.period == Duration::ZERO;
