@@ -100,7 +100,6 @@ impl EventQueue {
 /// Everything a connection needs from the node while it processes events.
 pub(crate) struct Ctx<'a> {
     pub(crate) now: Instant,
-    pub(crate) unix_secs: u64,
     pub(crate) id: ConnectionId,
     pub(crate) events: &'a mut EventQueue,
     pub(crate) local: &'a LocalInfo,
@@ -175,7 +174,7 @@ impl Conn {
             match event {
                 quinn_proto::Event::HandshakeDataReady => {}
                 quinn_proto::Event::Connected => {
-                    let peer = self.quic_peer(ctx);
+                    let peer = self.quic_peer();
                     self.on_connected(peer, ctx)
                 }
                 quinn_proto::Event::ConnectionLost { reason } => self.on_lost(reason.into(), ctx),
@@ -241,14 +240,15 @@ impl Conn {
     }
 
     /// The PeerId of a direct connection's verified certificate.
-    fn quic_peer(&mut self, ctx: &Ctx<'_>) -> Result<PeerId, tls::CertificateError> {
+    fn quic_peer(&mut self) -> Result<PeerId, tls::CertificateError> {
         let certificates = self
             .transport
             .quic()
             .and_then(|q| q.crypto_session().peer_identity())
             .and_then(|any| any.downcast::<Vec<CertificateDer<'static>>>().ok());
         match certificates {
-            Some(certs) => tls::peer_id_from_certificates(&certs, ctx.unix_secs),
+            // Our verifier checked them in the handshake; this only reads the PeerId.
+            Some(certs) => tls::config::peer_id_from_accepted_certificates(&certs),
             None => Err(tls::CertificateError::Malformed(
                 "no peer certificate".into(),
             )),

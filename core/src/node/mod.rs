@@ -853,7 +853,6 @@ impl Node {
         let conn = self.connections.get_mut(&id)?;
         let mut ctx = Ctx {
             now: self.now,
-            unix_secs: self.clock.unix_secs(),
             id,
             events: &mut self.events,
             local: &self.local,

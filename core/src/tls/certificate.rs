@@ -397,6 +397,24 @@ pub fn verify_certificate(
     })
 }
 
+/// The PeerId carried by a certificate that [`verify_certificate`] already accepted during this
+/// handshake (our verifiers run it on every certificate a peer presents, and rustls keeps only
+/// certificates its verifier accepted). Parses the libp2p extension and checks no signature
+/// again: each certificate costs one verification, not two. Never use it on a certificate that
+/// did not come out of a handshake with our verifiers; [`verify_certificate`] is for those.
+pub(crate) fn accepted_certificate_peer_id(der: &[u8]) -> Result<PeerId, CertificateError> {
+    let cert = parse(der)?;
+    let signed_key = cert
+        .extensions()
+        .iter()
+        .find(|extension| extension.oid.as_bytes() == OID_LIBP2P_EXTENSION)
+        .map(|extension| extension.value)
+        .ok_or(CertificateError::MissingLibp2pExtension)?;
+    let (host_key_bytes, _signature) = decode_signed_key(signed_key)
+        .ok_or_else(|| CertificateError::Malformed("libp2p extension is not a SignedKey".into()))?;
+    Ok(decode_host_key(host_key_bytes)?.to_peer_id())
+}
+
 /// Verifies a TLS 1.3 handshake signature (CertificateVerify) made with the key of `der`.
 /// `der` must already have passed [`verify_certificate`].
 pub(crate) fn verify_tls13_signature(
@@ -725,6 +743,27 @@ mod tests {
         assert_eq!(verified.public_key(), &host.public());
         assert_eq!(identity.peer_id(), host.public().to_peer_id());
         assert!(verified.expect_peer(host.public().to_peer_id()).is_ok());
+    }
+
+    #[test]
+    fn accepted_certificate_reads_the_same_peer_id_without_a_second_check() {
+        for n in 1..=4 {
+            let identity = identity(n);
+            let verified = verify_certificate(identity.certificate(), NOW).expect("verifies");
+            assert_eq!(
+                accepted_certificate_peer_id(identity.certificate()),
+                Ok(verified.peer_id())
+            );
+        }
+        let bare = TlsIdentity::forged_without_libp2p_extension(&host(1), [3; 32]).unwrap();
+        assert_eq!(
+            accepted_certificate_peer_id(bare.certificate()),
+            Err(CertificateError::MissingLibp2pExtension)
+        );
+        assert!(matches!(
+            accepted_certificate_peer_id(b"not a certificate"),
+            Err(CertificateError::Malformed(_))
+        ));
     }
 
     #[test]

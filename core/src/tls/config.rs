@@ -184,6 +184,19 @@ pub fn peer_id_from_certificates(
     }
 }
 
+/// The PeerId of the certificates a peer presented in a handshake completed with our
+/// verifiers, which verified them already (see
+/// [`accepted_certificate_peer_id`](super::certificate::accepted_certificate_peer_id)): no
+/// second signature check. The node and [`SecureStream`](super::SecureStream) use it.
+pub(crate) fn peer_id_from_accepted_certificates(
+    certs: &[CertificateDer<'_>],
+) -> Result<PeerId, CertificateError> {
+    match certs {
+        [cert] => super::certificate::accepted_certificate_peer_id(cert),
+        _ => Err(CertificateError::UnexpectedChainLength(certs.len())),
+    }
+}
+
 /// rustls' notion of "now", read from the wall-clock input so rustls never reads the system
 /// clock either.
 #[derive(Debug)]

@@ -72,7 +72,7 @@ use rustls::pki_types::ServerName;
 use rustls::{ClientConnection, Connection, ServerConnection};
 
 use super::certificate::{CertificateError, TlsIdentity};
-use super::config::{TlsConfigError, peer_id_from_certificates};
+use super::config::{TlsConfigError, peer_id_from_accepted_certificates};
 use super::verifier::VerificationOutcome;
 use crate::wallclock::WallClock;
 
@@ -166,7 +166,6 @@ pub enum SecureStreamEvent {
 #[derive(Debug)]
 pub struct SecureStream {
     conn: Connection,
-    clock: WallClock,
     /// The dialer's verifier slot (typed certificate failures); `None` on the listening side,
     /// whose config does not expose its slot: there the typed error is recovered from rustls'
     /// `CertificateError::Other` when the verifier put it there.
@@ -217,7 +216,7 @@ impl SecureStream {
         // libp2p sends no SNI (the spec forbids it, and `enable_sni` is off); the name is unused.
         let name = ServerName::IpAddress(Ipv4Addr::UNSPECIFIED.into());
         let conn = ClientConnection::new(config, name)?;
-        Ok(Self::new(conn.into(), clock, Some(outcome)))
+        Ok(Self::new(conn.into(), Some(outcome)))
     }
 
     /// The listening side; the dialer must present a valid libp2p certificate.
@@ -234,14 +233,13 @@ impl SecureStream {
         let (config, _) =
             super::server_config_with_provider(identity, clock.clone(), &[super::ALPN], provider)?;
         let conn = ServerConnection::new(config)?;
-        Ok(Self::new(conn.into(), clock, None))
+        Ok(Self::new(conn.into(), None))
     }
 
-    fn new(mut conn: Connection, clock: WallClock, outcome: Option<VerificationOutcome>) -> Self {
+    fn new(mut conn: Connection, outcome: Option<VerificationOutcome>) -> Self {
         conn.set_buffer_limit(Some(MAX_UNSENT));
         Self {
             conn,
-            clock,
             outcome,
             pending: BytesMut::new(),
             unread: 0,
@@ -493,10 +491,10 @@ impl SecureStream {
             return;
         }
         if self.peer.is_none() && !self.conn.is_handshaking() {
-            // The verifier accepted the certificate a moment ago; this derives the PeerId again
-            // from the one certificate rustls kept (it cannot differ).
+            // The verifier accepted the certificate a moment ago; this reads the PeerId from the
+            // one certificate rustls kept (it cannot differ), without verifying it twice.
             let certificates = self.conn.peer_certificates().unwrap_or(&[]);
-            match peer_id_from_certificates(certificates, self.clock.unix_secs()) {
+            match peer_id_from_accepted_certificates(certificates) {
                 Ok(peer) => {
                     self.peer = Some(peer);
                     self.events
