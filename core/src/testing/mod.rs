@@ -188,14 +188,17 @@ impl World {
     /// Adds a node whose key and seed derive from the world's seed and its index. Its TLS
     /// randomness derives from its seed too ([`NodeConfig::deterministic_tls`] is forced on).
     pub fn add_node(&mut self, config: NodeConfig) -> usize {
-        // 127.0.1.1 for the first node, as before; 250 nodes per /24 after that.
+        let addr = self.next_addr();
+        self.add_node_at(config, addr)
+    }
+
+    /// The address [`World::add_node`] gives the next node: 127.0.1.1 for the first, 250 nodes
+    /// per /24 after that.
+    fn next_addr(&self) -> SocketAddr {
         let index = self.nodes.len();
         let third = u8::try_from(1 + index / 250).expect("at most 63,750 nodes in a test world");
         let octet = u8::try_from(1 + index % 250).expect("index % 250 + 1 fits in a byte");
-        self.add_node_at(
-            config,
-            SocketAddr::new(IpAddr::V4(Ipv4Addr::new(127, 0, third, octet)), 4001),
-        )
+        SocketAddr::new(IpAddr::V4(Ipv4Addr::new(127, 0, third, octet)), 4001)
     }
 
     /// [`World::add_node`] at a chosen UDP address instead of `127.0.1.<index + 1>:4001`, e.g.
@@ -204,7 +207,26 @@ impl World {
     ///
     /// # Panics
     /// If `addr` already belongs to a node or an external host.
-    pub fn add_node_at(&mut self, mut config: NodeConfig, addr: SocketAddr) -> usize {
+    pub fn add_node_at(&mut self, config: NodeConfig, addr: SocketAddr) -> usize {
+        let node_seeds = self.seeds.subtree(&format!("node-{}", self.nodes.len()));
+        self.add_node_from(config, addr, node_seeds)
+    }
+
+    /// Adds a node at the next free address whose host key and every secret (QUIC reset and
+    /// token keys, connection ids, TLS randomness) derive from `seed` instead of the world's
+    /// seed. A fuzz harness gives a node a seed taken from the input, so the fuzzer cannot
+    /// learn that node's secrets (e.g. a stateless reset token) from earlier runs.
+    pub fn add_node_with_seed(&mut self, config: NodeConfig, seed: [u8; 32]) -> usize {
+        let addr = self.next_addr();
+        self.add_node_from(config, addr, crate::seed::SeedTree::new(seed))
+    }
+
+    fn add_node_from(
+        &mut self,
+        mut config: NodeConfig,
+        addr: SocketAddr,
+        node_seeds: crate::seed::SeedTree,
+    ) -> usize {
         assert!(
             !self.by_addr.contains_key(&addr) && !self.external.contains_key(&addr),
             "{addr} is already taken"
@@ -215,7 +237,6 @@ impl World {
             // What an adapter does with its bound socket: announce it (relays must).
             config.listen_addrs(vec![crate::addr::quic_multiaddr(addr)]);
         }
-        let node_seeds = self.seeds.subtree(&format!("node-{index}"));
         let key = keypair_from_seed(node_seeds.derive("host-key"));
         let node = Node::new(
             config,
