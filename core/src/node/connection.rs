@@ -369,6 +369,22 @@ impl Conn {
         while let Some(id) = self.transport.accept_bi() {
             self.accept_stream(id, ctx);
         }
+        self.grow_stream_credit(ctx);
+    }
+
+    /// Raises the peer's stream credit to `max_streams_per_connection` once it holds half of
+    /// its current credit open. Inbound connections start with `initial_inbound_streams`
+    /// (DESIGN §10 memory: quinn keeps bookkeeping for every allowed stream); a peer that opens
+    /// circuits or many application streams gets the full credit one round trip later.
+    fn grow_stream_credit(&mut self, ctx: &Ctx<'_>) {
+        let max = u64::from(ctx.local.config.max_streams_per_connection);
+        let Some(quic) = self.transport.quic() else {
+            return;
+        };
+        let credit = quic.max_concurrent_streams(Dir::Bi);
+        if credit < max && quic.streams().remote_open_streams(Dir::Bi) * 2 >= credit {
+            quic.set_max_concurrent_streams(Dir::Bi, VarInt::from_u64(max).unwrap_or(VarInt::MAX));
+        }
     }
 
     /// Starts listening for a protocol proposal on a stream the peer opened.

@@ -248,7 +248,12 @@ impl Node {
         )
         .map_err(|e| NodeError::Tls(e.to_string()))?;
         let transport = quic::transport_config(&config);
-        let server = quic::server_config(server_tls, Arc::clone(&transport), &seeds, &clock)
+        let server = quic::server_config(
+            server_tls,
+            quic::inbound_transport_config(&config),
+            &seeds,
+            &clock,
+        )
             .map_err(|e| NodeError::Tls(e.to_string()))?;
         let endpoint =
             quinn_proto::Endpoint::new(quic::endpoint_config(&seeds), Some(server), false, None);
@@ -339,6 +344,26 @@ impl Node {
     #[must_use]
     pub fn connection_peer(&self, connection: ConnectionId) -> Option<PeerId> {
         self.connections.get(&connection).and_then(|c| c.peer)
+    }
+
+    /// How many streams the peer may hold open at once on direct connection `connection` (its
+    /// QUIC stream credit): [`NodeConfig::initial_inbound_streams`] on a fresh inbound
+    /// connection, [`NodeConfig::max_streams_per_connection`] once raised or on an outbound one.
+    #[must_use]
+    pub fn peer_stream_credit(&self, connection: ConnectionId) -> Option<u64> {
+        self.connections
+            .get(&connection)
+            .and_then(|c| c.transport.quic_ref())
+            .map(|q| q.max_concurrent_streams(quinn_proto::Dir::Bi))
+    }
+
+    /// The relay a relayed connection goes through (`None` for a direct or unknown one).
+    #[must_use]
+    pub fn connection_relay(&self, connection: ConnectionId) -> Option<PeerId> {
+        match &self.connections.get(&connection)?.transport {
+            Transport::Relayed(r) => Some(r.relay_peer),
+            Transport::Quic(_) => None,
+        }
     }
 
     /// The connection's current smoothed round-trip time estimate.
