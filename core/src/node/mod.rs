@@ -14,6 +14,7 @@ mod error;
 mod event;
 mod ids;
 mod quic;
+mod quic_tls;
 mod relay_client;
 mod relay_server;
 mod relayed;
@@ -254,7 +255,7 @@ impl Node {
             &seeds,
             &clock,
         )
-            .map_err(|e| NodeError::Tls(e.to_string()))?;
+        .map_err(|e| NodeError::Tls(e.to_string()))?;
         let endpoint =
             quinn_proto::Endpoint::new(quic::endpoint_config(&seeds), Some(server), false, None);
         let mut supported = vec![IDENTIFY.to_owned(), PING.to_owned()];

@@ -15,7 +15,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use quinn_proto::crypto::rustls::{QuicClientConfig, QuicServerConfig};
+use quinn_proto::crypto::rustls::QuicClientConfig;
 use quinn_proto::{
     ClientConfig, ConnectionIdGenerator, EndpointConfig, IdleTimeout, ServerConfig, TimeSource,
     TransportConfig, VarInt,
@@ -135,7 +135,7 @@ pub(crate) fn server_config(
     seeds: &SeedTree,
     clock: &WallClock,
 ) -> Result<Arc<ServerConfig>, quinn_proto::crypto::rustls::NoInitialCipherSuite> {
-    let crypto = QuicServerConfig::try_from(tls)?;
+    let crypto = super::quic_tls::ServerTlsConfig::new(tls)?;
     let token_key = ring::hkdf::Salt::new(ring::hkdf::HKDF_SHA256, b"dep2p-quic-token")
         .extract(&seeds.derive("quic-token-key"));
     let mut config = ServerConfig::new(Arc::new(crypto), Arc::new(token_key));
