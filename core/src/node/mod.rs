@@ -172,7 +172,10 @@ pub struct Node {
     endpoint: quinn_proto::Endpoint,
     transport: Arc<quinn_proto::TransportConfig>,
     local: LocalInfo,
-    connections: BTreeMap<ConnectionId, Conn>,
+    /// Boxed: a `Conn` is a few hundred bytes, and a `BTreeMap` leaf holds room for 11 of them
+    /// (about 0.8 KiB per connection at a relay's usual fill); boxed, each costs its own size plus
+    /// a pointer (DESIGN §10 memory), and moving one out and back in is cheap.
+    connections: BTreeMap<ConnectionId, Box<Conn>>,
     by_handle: BTreeMap<ConnectionHandle, ConnectionId>,
     next_connection: u64,
     /// quinn-proto deadlines, one per connection, ordered.
@@ -843,8 +846,10 @@ impl Node {
         self.next_connection += 1;
         self.by_handle.insert(handle, id);
         let transport = Transport::Quic(Box::new(QuicTransport { handle, conn: quic }));
-        self.connections
-            .insert(id, Conn::new(transport, direction, expected, outcome));
+        self.connections.insert(
+            id,
+            Box::new(Conn::new(transport, direction, expected, outcome)),
+        );
         id
     }
 
