@@ -15,6 +15,8 @@ mod event;
 mod ids;
 mod quic;
 mod quic_tls;
+#[cfg(any(test, feature = "test-driver"))]
+pub(crate) use quic_tls::LAZY_KEYS_DERIVED;
 mod relay_client;
 mod relay_server;
 mod relayed;

@@ -340,9 +340,16 @@ struct LazyKeys {
     keys: OnceLock<PacketKeySet>,
 }
 
+/// Test-only: how many [`LazyKeys`] generations were derived in this process.
+#[cfg(any(test, feature = "test-driver"))]
+pub(crate) static LAZY_KEYS_DERIVED: std::sync::atomic::AtomicU64 =
+    std::sync::atomic::AtomicU64::new(0);
+
 impl LazyKeys {
     fn get(&self) -> &PacketKeySet {
         self.keys.get_or_init(|| {
+            #[cfg(any(test, feature = "test-driver"))]
+            LAZY_KEYS_DERIVED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             self.secrets
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
