@@ -916,7 +916,7 @@ impl Node {
         if let Some(error) = self.client_verification.take_failure()
             && let Some(conn) = self.connections.get_mut(&id)
         {
-            conn.refused_certificate = Some(error);
+            conn.refused_certificate = Some(Box::new(error));
         }
         let mut drained = false;
         // Endpoint events are few per input (CID issuance, retirement, drain), so this ends.
