@@ -464,6 +464,8 @@ async fn run_relay(args: RelayArgs) -> Result<(), Failure> {
     // The relay needs its listen address before the node is built: `spawn` fills it in from
     // the bound socket.
     let node = NodeHandle::spawn(options).map_err(runtime)?;
+    // The relay prints nothing per event; the metrics come from the driver.
+    node.discard_events();
     for addr in node.listen_addrs() {
         println!("relay peer={} addr={addr}", node.peer_id());
     }

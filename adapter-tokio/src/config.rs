@@ -53,6 +53,7 @@ pub struct TransportSection {
     pub idle_timeout: Option<DurationValue>,
     pub max_connections: Option<usize>,
     pub max_streams_per_connection: Option<u32>,
+    pub initial_inbound_streams: Option<u32>,
     pub stream_receive_window: Option<ByteSize>,
     pub connection_receive_window: Option<ByteSize>,
     pub negotiation_timeout: Option<DurationValue>,
@@ -314,6 +315,9 @@ impl FileConfig {
         }
         if let Some(v) = t.max_streams_per_connection {
             config.max_streams_per_connection(v);
+        }
+        if let Some(v) = t.initial_inbound_streams {
+            config.initial_inbound_streams(v);
         }
         if let Some(v) = t.stream_receive_window {
             config.stream_receive_window(window("transport.stream_receive_window", v)?);

@@ -129,13 +129,6 @@ pub struct RelaySwitch {
     pub took: Option<Duration>,
 }
 
-/// What the driver knows about an established connection.
-#[derive(Debug, Clone, Copy)]
-struct ConnInfo {
-    peer: PeerId,
-    relay: Option<PeerId>,
-}
-
 /// Lost reservations remembered while waiting for their replacement (one per relay).
 const PENDING_LOSSES: usize = 64;
 
@@ -161,7 +154,6 @@ pub(crate) struct Driver {
     pings: BTreeMap<ConnectionId, Reply<Duration>>,
     reads: BTreeMap<StreamHandle, (usize, Reply<Option<Bytes>>)>,
     writes: BTreeMap<StreamHandle, (Bytes, Reply<()>)>,
-    connections: BTreeMap<ConnectionId, ConnInfo>,
     reservations: BTreeMap<ConnectionId, PeerId>,
     circuit_dials: BTreeMap<CircuitDialId, Reply<CircuitConnection>>,
     /// When each relay's reservation was lost, until AutoRelay reports its replacement.
@@ -212,7 +204,6 @@ impl Driver {
             pings: BTreeMap::new(),
             reads: BTreeMap::new(),
             writes: BTreeMap::new(),
-            connections: BTreeMap::new(),
             reservations: BTreeMap::new(),
             circuit_dials: BTreeMap::new(),
             lost_at: BTreeMap::new(),
@@ -333,19 +324,7 @@ impl Driver {
     fn on_event(&mut self, event: Event) {
         let now = Instant::now();
         match &event {
-            Event::ConnectionEstablished {
-                connection,
-                peer,
-                relay,
-                ..
-            } => {
-                self.connections.insert(
-                    *connection,
-                    ConnInfo {
-                        peer: *peer,
-                        relay: *relay,
-                    },
-                );
+            Event::ConnectionEstablished { connection, .. } => {
                 if let Some(m) = &self.metrics {
                     m.connections_established.inc();
                 }
@@ -358,7 +337,6 @@ impl Driver {
                 failure,
                 ..
             } => {
-                self.connections.remove(connection);
                 if let Some(relay) = self.reservations.remove(connection) {
                     self.note_loss(relay, now);
                 }
@@ -420,7 +398,7 @@ impl Driver {
                 dial, connection, ..
             } => {
                 if let Some(reply) = self.circuit_dials.remove(dial) {
-                    let relay = self.connections.get(connection).and_then(|c| c.relay);
+                    let relay = self.node.connection_relay(*connection);
                     let _ = reply.send(match relay {
                         Some(relay) => Ok(CircuitConnection {
                             connection: *connection,
@@ -449,11 +427,7 @@ impl Driver {
                 }
             }
             Event::InboundStream { stream, protocol } => {
-                let peer = self
-                    .connections
-                    .get(&stream.connection())
-                    .map(|c| c.peer)
-                    .or_else(|| self.node.connection_peer(stream.connection()));
+                let peer = self.node.connection_peer(stream.connection());
                 let accepted = self.handle.upgrade().is_some_and(|handle| {
                     let inbound = InboundStream {
                         stream: crate::handle::Stream::new(handle, *stream),
@@ -725,7 +699,7 @@ impl Driver {
 
     fn start_drain(&mut self, now: Instant, timeout: Duration, reply: Reply<()>) {
         tracing::info!(
-            connections = self.connections.len(),
+            connections = self.node.stats().connections,
             "draining: closing every connection with the core's drain code"
         );
         // The core refuses new reservations and connections, stops AutoRelay, and closes every

@@ -389,6 +389,16 @@ impl NodeHandle {
         first.unwrap_or_else(|| self.shared.events.subscribe())
     }
 
+    /// Stops keeping events for a first subscriber. Until [`events`](Self::events) is first
+    /// called, the node keeps its latest 4,096 events (identify records included) so that
+    /// subscriber misses none; a node whose events nobody reads (`dep2p relay`) calls this so
+    /// they are not held for its whole life. Later subscribers see events from then on.
+    pub fn discard_events(&self) {
+        if let Ok(mut first) = self.shared.first_events.lock() {
+            first.take();
+        }
+    }
+
     /// Counters and reservations now (and refreshes the metrics, if any).
     pub async fn snapshot(&self) -> Result<Snapshot, Error> {
         self.call(|reply| Command::Stats { reply }).await

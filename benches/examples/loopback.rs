@@ -81,6 +81,10 @@ struct Args {
     /// default: the core's default.
     #[arg(long)]
     relay_streams: Option<u32>,
+    /// Streams a peer may open at first on our relay (`NodeConfig::initial_inbound_streams`);
+    /// default: the core's default.
+    #[arg(long)]
+    relay_initial_streams: Option<u32>,
     /// Internal: run a relay of this implementation and print its address.
     #[arg(long, hide = true)]
     serve_relay: Option<String>,
@@ -108,7 +112,11 @@ fn main() {
         .build()
         .expect("tokio runtime");
     if let Some(which) = args.serve_relay.clone() {
-        runtime.block_on(serve_relay(&which, args.relay_streams));
+        runtime.block_on(serve_relay(
+            &which,
+            args.relay_streams,
+            args.relay_initial_streams,
+        ));
         return;
     }
     let imps: Vec<Imp> = match args.only.as_deref() {
@@ -161,7 +169,7 @@ async fn measure(imp: Imp, args: &Args) -> Result<Run, String> {
     // the buffers of the transfer do not blur the memory readings below.
     let mut run = Run::default();
     {
-        let relay = RelayProcess::spawn(imp, args.relay_streams)?;
+        let relay = RelayProcess::spawn(imp, args.relay_streams, args.relay_initial_streams)?;
         let (direct, relayed) = match imp {
             Imp::Ours => ours::throughput(&relay, args.bytes).await?,
             Imp::Libp2p => theirs::throughput(&relay, args.bytes).await?,
@@ -170,7 +178,7 @@ async fn measure(imp: Imp, args: &Args) -> Result<Run, String> {
         run.relayed_mib_s = relayed;
     }
 
-    let relay = RelayProcess::spawn(imp, args.relay_streams)?;
+    let relay = RelayProcess::spawn(imp, args.relay_streams, args.relay_initial_streams)?;
     tokio::time::sleep(Duration::from_millis(300)).await;
     run.rss_idle_kib = relay.rss_kib()?;
 
@@ -227,7 +235,7 @@ async fn measure(imp: Imp, args: &Args) -> Result<Run, String> {
 
     // Active circuits, on a fresh relay (freed handshake memory would be reused otherwise).
     if args.circuits > 0 {
-        let relay = RelayProcess::spawn(imp, args.relay_streams)?;
+        let relay = RelayProcess::spawn(imp, args.relay_streams, args.relay_initial_streams)?;
         let (rss_base, circuits): (f64, Box<dyn std::any::Any + Send>) = match imp {
             Imp::Ours => {
                 let c = ours::circuits(&relay, args.circuits).await?;
@@ -301,7 +309,7 @@ struct RelayProcess {
 }
 
 impl RelayProcess {
-    fn spawn(imp: Imp, streams: Option<u32>) -> Result<Self, String> {
+    fn spawn(imp: Imp, streams: Option<u32>, initial: Option<u32>) -> Result<Self, String> {
         let exe = std::env::current_exe().map_err(|e| e.to_string())?;
         // `DEP2P_BENCH_RELAY_PREFIX="valgrind --tool=massif"` runs the relay under a profiler.
         let prefix = std::env::var("DEP2P_BENCH_RELAY_PREFIX").unwrap_or_default();
@@ -317,6 +325,9 @@ impl RelayProcess {
         command.args(["--serve-relay", imp.name()]);
         if let Some(streams) = streams {
             command.args(["--relay-streams", &streams.to_string()]);
+        }
+        if let Some(initial) = initial {
+            command.args(["--relay-initial-streams", &initial.to_string()]);
         }
         let mut child = command
             .stdin(Stdio::piped())
@@ -382,10 +393,10 @@ impl Drop for RelayProcess {
     }
 }
 
-async fn serve_relay(which: &str, streams: Option<u32>) {
+async fn serve_relay(which: &str, streams: Option<u32>, initial: Option<u32>) {
     let (addr, peer, guard): (SocketAddr, String, Box<dyn std::any::Any>) = match which {
         "ours" => {
-            let node = ours::relay(streams);
+            let node = ours::relay(streams, initial);
             (
                 node.local_addr(),
                 node.peer_id().to_string(),
@@ -445,7 +456,7 @@ mod ours {
         (u128::from(a) << 64) | u128::from(h.finish())
     }
 
-    pub fn relay(streams: Option<u32>) -> NodeHandle {
+    pub fn relay(streams: Option<u32>, initial: Option<u32>) -> NodeHandle {
         let limits = RelayLimits::default()
             .max_reservations(0)
             .max_reservations_per_ip(0)
@@ -464,12 +475,18 @@ mod ours {
         if let Some(streams) = streams {
             config.max_streams_per_connection(streams);
         }
-        NodeHandle::spawn(NodeOptions::new(
+        if let Some(initial) = initial {
+            config.initial_inbound_streams(initial);
+        }
+        let node = NodeHandle::spawn(NodeOptions::new(
             config,
             keypair_from_seed(seed()),
             LOOPBACK,
         ))
-        .expect("relay starts")
+        .expect("relay starts");
+        // As `dep2p relay`: nothing reads the relay's events.
+        node.discard_events();
+        node
     }
 
     fn peer(text: &str) -> Result<PeerId, String> {

@@ -15,6 +15,7 @@ pub struct NodeConfig {
     pub(crate) idle_timeout: Duration,
     pub(crate) max_connections: usize,
     pub(crate) max_streams_per_connection: u32,
+    pub(crate) initial_inbound_streams: u32,
     pub(crate) stream_receive_window: u32,
     pub(crate) connection_receive_window: u32,
     pub(crate) negotiation_timeout: Duration,
@@ -35,6 +36,7 @@ impl Default for NodeConfig {
             idle_timeout: Duration::from_secs(15),
             max_connections: 4096,
             max_streams_per_connection: 32,
+            initial_inbound_streams: 8,
             stream_receive_window: 1024 * 1024,
             connection_receive_window: 4 * 1024 * 1024,
             negotiation_timeout: Duration::from_secs(10),
@@ -90,6 +92,17 @@ impl NodeConfig {
     /// (DESIGN §10 memory target).
     pub fn max_streams_per_connection(&mut self, count: u32) -> &mut Self {
         self.max_streams_per_connection = count;
+        self
+    }
+
+    /// Streams a peer may open at first on an inbound connection. Default 8. Once the peer holds
+    /// half of them open, the node raises its credit to
+    /// [`max_streams_per_connection`](Self::max_streams_per_connection) (one QUIC MAX_STREAMS
+    /// frame): quinn keeps bookkeeping for every stream it allows, and most inbound connections
+    /// of a relay (idle reservations) never need more than a few (DESIGN §10 memory). Larger
+    /// values than `max_streams_per_connection` mean that value.
+    pub fn initial_inbound_streams(&mut self, count: u32) -> &mut Self {
+        self.initial_inbound_streams = count;
         self
     }
 
@@ -207,6 +220,12 @@ impl NodeConfig {
         if self.max_streams_per_connection == 0 {
             return invalid(
                 "max_streams_per_connection",
+                "must be at least 1 (identify needs a stream)",
+            );
+        }
+        if self.initial_inbound_streams == 0 {
+            return invalid(
+                "initial_inbound_streams",
                 "must be at least 1 (identify needs a stream)",
             );
         }

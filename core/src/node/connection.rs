@@ -115,11 +115,12 @@ pub(crate) struct Conn {
     pub(crate) state: ConnState,
     pub(crate) peer: Option<PeerId>,
     /// For dials: the PeerId the certificate must carry.
-    pub(crate) expected_peer: Option<PeerId>,
+    /// Boxed, like `refused_certificate`: most connections of a relay are inbound and have none.
+    pub(crate) expected_peer: Option<Box<PeerId>>,
     /// For dials: where our certificate verifier records a typed refusal.
     pub(crate) verification: Option<VerificationOutcome>,
     /// For inbound connections: the typed reason our verifier refused the peer's certificate.
-    pub(crate) refused_certificate: Option<tls::CertificateError>,
+    pub(crate) refused_certificate: Option<Box<tls::CertificateError>>,
     /// Boxed: a `BTreeMap` leaf holds room for 11 values, and an idle relay connection keeps
     /// one live entry, so inline entries cost a 2.6 KiB leaf per connection (DESIGN §10 memory).
     pub(crate) streams: BTreeMap<StreamKey, Box<StreamEntry>>,
@@ -142,7 +143,7 @@ impl Conn {
             direction,
             state: ConnState::Handshaking,
             peer: None,
-            expected_peer,
+            expected_peer: expected_peer.map(Box::new),
             verification,
             refused_certificate: None,
             streams: BTreeMap::new(),
@@ -302,7 +303,7 @@ impl Conn {
     fn on_lost(&mut self, failure: ConnectionFailure, ctx: &mut Ctx<'_>) {
         // A typed certificate refusal recorded by our verifier (either side) explains the loss
         // better than the TLS alert string quinn-proto reports.
-        let refused = self.refused_certificate.take().or_else(|| {
+        let refused = self.refused_certificate.take().map(|e| *e).or_else(|| {
             self.verification
                 .as_ref()
                 .and_then(VerificationOutcome::take_failure)
@@ -331,7 +332,7 @@ impl Conn {
         });
         ctx.events.push(Event::ConnectionClosed {
             connection: ctx.id,
-            peer: self.peer.or(self.expected_peer),
+            peer: self.peer.or(self.expected_peer.as_deref().copied()),
             failure,
         });
     }
@@ -368,6 +369,22 @@ impl Conn {
         // Bounded by the peer's stream limit, which we set.
         while let Some(id) = self.transport.accept_bi() {
             self.accept_stream(id, ctx);
+        }
+        self.grow_stream_credit(ctx);
+    }
+
+    /// Raises the peer's stream credit to `max_streams_per_connection` once it holds half of
+    /// its current credit open. Inbound connections start with `initial_inbound_streams`
+    /// (DESIGN §10 memory: quinn keeps bookkeeping for every allowed stream); a peer that opens
+    /// circuits or many application streams gets the full credit one round trip later.
+    fn grow_stream_credit(&mut self, ctx: &Ctx<'_>) {
+        let max = u64::from(ctx.local.config.max_streams_per_connection);
+        let Some(quic) = self.transport.quic() else {
+            return;
+        };
+        let credit = quic.max_concurrent_streams(Dir::Bi);
+        if credit < max && quic.streams().remote_open_streams(Dir::Bi) * 2 >= credit {
+            quic.set_max_concurrent_streams(Dir::Bi, VarInt::from_u64(max).unwrap_or(VarInt::MAX));
         }
     }
 

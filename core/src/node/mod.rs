@@ -14,6 +14,9 @@ mod error;
 mod event;
 mod ids;
 mod quic;
+mod quic_tls;
+#[cfg(any(test, feature = "test-driver"))]
+pub(crate) use quic_tls::LAZY_KEYS_DERIVED;
 mod relay_client;
 mod relay_server;
 mod relayed;
@@ -171,7 +174,10 @@ pub struct Node {
     endpoint: quinn_proto::Endpoint,
     transport: Arc<quinn_proto::TransportConfig>,
     local: LocalInfo,
-    connections: BTreeMap<ConnectionId, Conn>,
+    /// Boxed: a `Conn` is a few hundred bytes, and a `BTreeMap` leaf holds room for 11 of them
+    /// (about 0.8 KiB per connection at a relay's usual fill); boxed, each costs its own size plus
+    /// a pointer (DESIGN §10 memory), and moving one out and back in is cheap.
+    connections: BTreeMap<ConnectionId, Box<Conn>>,
     by_handle: BTreeMap<ConnectionHandle, ConnectionId>,
     next_connection: u64,
     /// quinn-proto deadlines, one per connection, ordered.
@@ -248,8 +254,13 @@ impl Node {
         )
         .map_err(|e| NodeError::Tls(e.to_string()))?;
         let transport = quic::transport_config(&config);
-        let server = quic::server_config(server_tls, Arc::clone(&transport), &seeds, &clock)
-            .map_err(|e| NodeError::Tls(e.to_string()))?;
+        let server = quic::server_config(
+            server_tls,
+            quic::inbound_transport_config(&config),
+            &seeds,
+            &clock,
+        )
+        .map_err(|e| NodeError::Tls(e.to_string()))?;
         let endpoint =
             quinn_proto::Endpoint::new(quic::endpoint_config(&seeds), Some(server), false, None);
         let mut supported = vec![IDENTIFY.to_owned(), PING.to_owned()];
@@ -339,6 +350,26 @@ impl Node {
     #[must_use]
     pub fn connection_peer(&self, connection: ConnectionId) -> Option<PeerId> {
         self.connections.get(&connection).and_then(|c| c.peer)
+    }
+
+    /// How many streams the peer may hold open at once on direct connection `connection` (its
+    /// QUIC stream credit): [`NodeConfig::initial_inbound_streams`] on a fresh inbound
+    /// connection, [`NodeConfig::max_streams_per_connection`] once raised or on an outbound one.
+    #[must_use]
+    pub fn peer_stream_credit(&self, connection: ConnectionId) -> Option<u64> {
+        self.connections
+            .get(&connection)
+            .and_then(|c| c.transport.quic_ref())
+            .map(|q| q.max_concurrent_streams(quinn_proto::Dir::Bi))
+    }
+
+    /// The relay a relayed connection goes through (`None` for a direct or unknown one).
+    #[must_use]
+    pub fn connection_relay(&self, connection: ConnectionId) -> Option<PeerId> {
+        match &self.connections.get(&connection)?.transport {
+            Transport::Relayed(r) => Some(r.relay_peer),
+            Transport::Quic(_) => None,
+        }
     }
 
     /// The connection's current smoothed round-trip time estimate.
@@ -817,8 +848,10 @@ impl Node {
         self.next_connection += 1;
         self.by_handle.insert(handle, id);
         let transport = Transport::Quic(Box::new(QuicTransport { handle, conn: quic }));
-        self.connections
-            .insert(id, Conn::new(transport, direction, expected, outcome));
+        self.connections.insert(
+            id,
+            Box::new(Conn::new(transport, direction, expected, outcome)),
+        );
         id
     }
 
@@ -882,7 +915,7 @@ impl Node {
         if let Some(error) = self.client_verification.take_failure()
             && let Some(conn) = self.connections.get_mut(&id)
         {
-            conn.refused_certificate = Some(error);
+            conn.refused_certificate = Some(Box::new(error));
         }
         let mut drained = false;
         // Endpoint events are few per input (CID issuance, retirement, drain), so this ends.

@@ -15,7 +15,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use quinn_proto::crypto::rustls::{QuicClientConfig, QuicServerConfig};
+use quinn_proto::crypto::rustls::QuicClientConfig;
 use quinn_proto::{
     ClientConfig, ConnectionIdGenerator, EndpointConfig, IdleTimeout, ServerConfig, TimeSource,
     TransportConfig, VarInt,
@@ -94,11 +94,28 @@ pub(crate) fn endpoint_config(seeds: &SeedTree) -> Arc<EndpointConfig> {
     Arc::new(config)
 }
 
-/// The transport parameters shared by both directions.
+/// The transport parameters of outbound connections: the peer may open
+/// `max_streams_per_connection` streams from the start.
 pub(crate) fn transport_config(config: &NodeConfig) -> Arc<TransportConfig> {
+    transport_config_with_streams(config, config.max_streams_per_connection)
+}
+
+/// The transport parameters of inbound connections: the peer starts with
+/// `initial_inbound_streams` streams, raised by the connection once it uses them
+/// (`Conn::grow_stream_credit`).
+pub(crate) fn inbound_transport_config(config: &NodeConfig) -> Arc<TransportConfig> {
+    transport_config_with_streams(
+        config,
+        config
+            .initial_inbound_streams
+            .min(config.max_streams_per_connection),
+    )
+}
+
+fn transport_config_with_streams(config: &NodeConfig, streams: u32) -> Arc<TransportConfig> {
     let mut transport = TransportConfig::default();
     transport
-        .max_concurrent_bidi_streams(VarInt::from_u32(config.max_streams_per_connection))
+        .max_concurrent_bidi_streams(VarInt::from_u32(streams))
         .max_concurrent_uni_streams(VarInt::from_u32(0))
         .stream_receive_window(VarInt::from_u32(config.stream_receive_window))
         .receive_window(VarInt::from_u32(config.connection_receive_window))
@@ -118,7 +135,7 @@ pub(crate) fn server_config(
     seeds: &SeedTree,
     clock: &WallClock,
 ) -> Result<Arc<ServerConfig>, quinn_proto::crypto::rustls::NoInitialCipherSuite> {
-    let crypto = QuicServerConfig::try_from(tls)?;
+    let crypto = super::quic_tls::ServerTlsConfig::new(tls)?;
     let token_key = ring::hkdf::Salt::new(ring::hkdf::HKDF_SHA256, b"dep2p-quic-token")
         .extract(&seeds.derive("quic-token-key"));
     let mut config = ServerConfig::new(Arc::new(crypto), Arc::new(token_key));

@@ -212,12 +212,12 @@ impl Node {
         let expected = (role == CircuitRole::Dialer).then_some(remote);
         self.connections.insert(
             id,
-            Conn::new(
+            Box::new(Conn::new(
                 Transport::Relayed(Box::new(transport)),
                 direction,
                 expected,
                 None,
-            ),
+            )),
         );
         id
     }

@@ -44,6 +44,13 @@ pub fn virtual_epoch() -> Instant {
     Instant::now()
 }
 
+/// How many generations of next 1-RTT packet keys the server sessions of this process derived:
+/// they are derived on first use, which is a key update.
+#[must_use]
+pub fn server_key_generations_derived() -> u64 {
+    crate::node::LAZY_KEYS_DERIVED.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// Unix time at which every world starts (2026-01-01T00:00:00Z): fixed, so runs replay.
 pub const WORLD_UNIX_START: Duration = Duration::from_secs(1_767_225_600);
 
