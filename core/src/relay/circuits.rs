@@ -24,6 +24,7 @@ use std::time::Instant;
 use libp2p_identity::PeerId;
 
 use super::limits::{IpGroup, RelayLimits};
+use super::peer_key::PeerKey;
 use super::rate::{RateDecision, RateLimiter};
 use super::refusal::{Refusal, RefusalReason, RejectionCounters};
 use super::reservations::ReservationTable;
@@ -118,7 +119,7 @@ pub struct CircuitTable {
     deadlines: BTreeSet<(Instant, CircuitId)>,
     /// Circuits per peer, as source or destination; a peer is removed when it drops to zero.
     per_peer: BTreeMap<PeerId, u32>,
-    peer_rate: RateLimiter<PeerId>,
+    peer_rate: RateLimiter<PeerKey>,
     ip_rate: RateLimiter<IpGroup>,
     rejections: RejectionCounters,
 }
@@ -334,7 +335,7 @@ impl CircuitTable {
             RateDecision::TableFull => Err(RefusalReason::RateTableFull),
         };
         decide(
-            self.peer_rate.peek(now, &peer),
+            self.peer_rate.peek(now, &PeerKey::new(peer)),
             RefusalReason::CircuitRatePerPeer,
         )?;
         decide(
@@ -342,7 +343,7 @@ impl CircuitTable {
             RefusalReason::CircuitRatePerIp,
         )?;
         // `peek` answered `Allowed` for both, so `check` does too: it only takes the tokens.
-        let _ = self.peer_rate.check(now, &peer);
+        let _ = self.peer_rate.check(now, &PeerKey::new(peer));
         let _ = self.ip_rate.check(now, &group);
         Ok(())
     }

@@ -12,6 +12,7 @@
 //! - [`voucher`]: signed envelopes (libp2p RFC 0002) carrying a reservation voucher.
 //! - [`limits`]: [`limits::RelayLimits`], every limit of DESIGN §5.1 with its default.
 //! - [`rate`]: [`rate::RateLimiter`], bounded per-key token buckets with exact arithmetic.
+//! - [`peer_key`]: [`peer_key::PeerKey`], a PeerId that compares cheaply in those tables.
 //! - [`refusal`]: [`refusal::RefusalReason`], its status code, and per-reason counters.
 //! - [`reservations`]: [`reservations::ReservationTable`], RESERVE admission and expiry.
 //! - [`circuits`]: [`circuits::CircuitTable`], CONNECT admission, byte and time limits.
@@ -20,6 +21,7 @@ pub mod circuits;
 pub mod limits;
 #[cfg(test)]
 mod model_tests;
+pub mod peer_key;
 pub mod rate;
 pub mod refusal;
 pub mod reservations;

@@ -24,6 +24,7 @@ use std::time::Instant;
 use libp2p_identity::PeerId;
 
 use super::limits::{IpGroup, RelayLimits};
+use super::peer_key::PeerKey;
 use super::rate::{RateDecision, RateLimiter};
 use super::refusal::{Refusal, RefusalReason, RejectionCounters};
 
@@ -83,7 +84,7 @@ pub struct ReservationTable {
     deadlines: BTreeSet<(Instant, PeerId)>,
     /// Reservations per IP group; a group is removed when its count drops to zero.
     per_ip: BTreeMap<IpGroup, u32>,
-    peer_rate: RateLimiter<PeerId>,
+    peer_rate: RateLimiter<PeerKey>,
     ip_rate: RateLimiter<IpGroup>,
     rejections: RejectionCounters,
 }
@@ -258,7 +259,7 @@ impl ReservationTable {
             RateDecision::TableFull => Err(RefusalReason::RateTableFull),
         };
         decide(
-            self.peer_rate.peek(now, &peer),
+            self.peer_rate.peek(now, &PeerKey::new(peer)),
             RefusalReason::ReservationRatePerPeer,
         )?;
         decide(
@@ -266,7 +267,7 @@ impl ReservationTable {
             RefusalReason::ReservationRatePerIp,
         )?;
         // `peek` answered `Allowed` for both, so `check` does too: it only takes the tokens.
-        let _ = self.peer_rate.check(now, &peer);
+        let _ = self.peer_rate.check(now, &PeerKey::new(peer));
         let _ = self.ip_rate.check(now, &group);
         Ok(())
     }
