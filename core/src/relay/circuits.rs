@@ -329,13 +329,14 @@ impl CircuitTable {
         peer: PeerId,
         group: IpGroup,
     ) -> Result<(), RefusalReason> {
+        let key = PeerKey::new(peer);
         let decide = |d: RateDecision, limited| match d {
             RateDecision::Allowed => Ok(()),
             RateDecision::Limited { .. } => Err(limited),
             RateDecision::TableFull => Err(RefusalReason::RateTableFull),
         };
         decide(
-            self.peer_rate.peek(now, &PeerKey::new(peer)),
+            self.peer_rate.peek(now, &key),
             RefusalReason::CircuitRatePerPeer,
         )?;
         decide(
@@ -343,7 +344,7 @@ impl CircuitTable {
             RefusalReason::CircuitRatePerIp,
         )?;
         // `peek` answered `Allowed` for both, so `check` does too: it only takes the tokens.
-        let _ = self.peer_rate.check(now, &PeerKey::new(peer));
+        let _ = self.peer_rate.check(now, &key);
         let _ = self.ip_rate.check(now, &group);
         Ok(())
     }

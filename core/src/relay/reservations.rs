@@ -127,17 +127,10 @@ impl ReservationTable {
                 }
                 self.deadlines.remove(&(old.expires_at, peer));
                 self.deadlines.insert((expires_at, peer));
-                return Ok(if old.ip == ip {
-                    Admission::Renewed { expires_at }
-                } else {
-                    Admission::Replaced {
-                        previous_ip: old.ip,
-                        expires_at,
-                    }
-                });
+            } else {
+                self.remove(&peer);
+                self.insert(peer, ip, group, now, expires_at);
             }
-            self.remove(&peer);
-            self.insert(peer, ip, group, now, expires_at);
             return Ok(if old.ip == ip {
                 Admission::Renewed { expires_at }
             } else {
@@ -253,13 +246,14 @@ impl ReservationTable {
         peer: PeerId,
         group: IpGroup,
     ) -> Result<(), RefusalReason> {
+        let key = PeerKey::new(peer);
         let decide = |d: RateDecision, limited| match d {
             RateDecision::Allowed => Ok(()),
             RateDecision::Limited { .. } => Err(limited),
             RateDecision::TableFull => Err(RefusalReason::RateTableFull),
         };
         decide(
-            self.peer_rate.peek(now, &PeerKey::new(peer)),
+            self.peer_rate.peek(now, &key),
             RefusalReason::ReservationRatePerPeer,
         )?;
         decide(
@@ -267,7 +261,7 @@ impl ReservationTable {
             RefusalReason::ReservationRatePerIp,
         )?;
         // `peek` answered `Allowed` for both, so `check` does too: it only takes the tokens.
-        let _ = self.peer_rate.check(now, &PeerKey::new(peer));
+        let _ = self.peer_rate.check(now, &key);
         let _ = self.ip_rate.check(now, &group);
         Ok(())
     }
