@@ -10,7 +10,8 @@
 //!
 //! - **throughput**: one stream from a dialer to a target, `--bytes` bytes, direct and through
 //!   the relay (the same two peers' implementation, a fresh dialer for each transfer); the
-//!   receiver counts the bytes and answers with the count when the stream ends;
+//!   receiver counts the bytes and answers with the count when the stream ends; and the relay's
+//!   CPU time (utime + stime) during the relayed transfer, per MiB forwarded;
 //! - **reservation latency**: `--latency-samples` fresh clients in turn, each timed from its
 //!   dial (QUIC + TLS handshake) to the accepted RESERVE; p50 and p99;
 //! - **reservation setup**: `--reservations` clients reserving at once; reservations per
@@ -149,10 +150,32 @@ fn main() {
 // one run
 // ---------------------------------------------------------------------------------------------
 
+/// One throughput reading: both paths, and the relay's CPU time while it forwarded.
+struct Throughput {
+    direct_mib_s: f64,
+    relayed_mib_s: f64,
+    relay_cpu_ms_per_mib: f64,
+}
+
+impl Throughput {
+    /// From the direct rate, the relayed rate with the relay's CPU time during that transfer,
+    /// and the bytes each moved.
+    fn new(direct_mib_s: f64, (relayed_mib_s, relay_cpu): (f64, Duration), bytes: usize) -> Self {
+        let mib = bytes as f64 / (1024.0 * 1024.0);
+        Self {
+            direct_mib_s,
+            relayed_mib_s,
+            relay_cpu_ms_per_mib: relay_cpu.as_secs_f64() * 1e3 / mib.max(f64::MIN_POSITIVE),
+        }
+    }
+}
+
 #[derive(Debug, Default, Clone)]
 struct Run {
     direct_mib_s: f64,
     relayed_mib_s: f64,
+    /// The relay's CPU time (utime + stime) per MiB forwarded during the relayed transfer.
+    relay_cpu_ms_per_mib: f64,
     latency_p50_ms: f64,
     latency_p99_ms: f64,
     setup_per_s: f64,
@@ -170,12 +193,13 @@ async fn measure(imp: Imp, args: &Args) -> Result<Run, String> {
     let mut run = Run::default();
     {
         let relay = RelayProcess::spawn(imp, args.relay_streams, args.relay_initial_streams)?;
-        let (direct, relayed) = match imp {
+        let throughput = match imp {
             Imp::Ours => ours::throughput(&relay, args.bytes).await?,
             Imp::Libp2p => theirs::throughput(&relay, args.bytes).await?,
         };
-        run.direct_mib_s = direct;
-        run.relayed_mib_s = relayed;
+        run.direct_mib_s = throughput.direct_mib_s;
+        run.relayed_mib_s = throughput.relayed_mib_s;
+        run.relay_cpu_ms_per_mib = throughput.relay_cpu_ms_per_mib;
     }
 
     let relay = RelayProcess::spawn(imp, args.relay_streams, args.relay_initial_streams)?;
@@ -589,7 +613,7 @@ mod ours {
         Ok(bytes as f64 / (1024.0 * 1024.0) / elapsed.as_secs_f64())
     }
 
-    pub async fn throughput(relay: &RelayProcess, bytes: usize) -> Result<(f64, f64), String> {
+    pub async fn throughput(relay: &RelayProcess, bytes: usize) -> Result<Throughput, String> {
         let relay_peer = peer(&relay.peer)?;
         let target = target(relay.addr, relay_peer).await?;
         let direct = {
@@ -612,12 +636,14 @@ mod ours {
                 .dial_through_relay(to_relay, target.peer_id())
                 .await
                 .map_err(|e| e.to_string())?;
+            let cpu_before = relay.cpu_time()?;
             let r = send(&dialer, c, bytes).await?;
+            let cpu = relay.cpu_time()? - cpu_before;
             dialer.shutdown().await;
-            r
+            (r, cpu)
         };
         target.shutdown().await;
-        Ok((direct, relayed))
+        Ok(Throughput::new(direct, relayed, bytes))
     }
 
     pub struct Circuits {
@@ -969,7 +995,7 @@ mod theirs {
         Ok(bytes as f64 / (1024.0 * 1024.0) / elapsed.as_secs_f64())
     }
 
-    pub async fn throughput(relay: &RelayProcess, bytes: usize) -> Result<(f64, f64), String> {
+    pub async fn throughput(relay: &RelayProcess, bytes: usize) -> Result<Throughput, String> {
         // The target listens on 127.0.0.1 directly and on the relay's circuit address.
         let (target, target_peer, direct_addr) = target(relay.addr, &relay.peer, true).await?;
         let direct = {
@@ -982,10 +1008,12 @@ mod theirs {
                 .with(Protocol::P2pCircuit)
                 .with(Protocol::P2p(target_peer));
             let (mut control, _task) = connected_dialer(to, target_peer).await?;
-            send(&mut control, target_peer, bytes).await?
+            let cpu_before = relay.cpu_time()?;
+            let r = send(&mut control, target_peer, bytes).await?;
+            (r, relay.cpu_time()? - cpu_before)
         };
         drop(target);
-        Ok((direct, relayed))
+        Ok(Throughput::new(direct, relayed, bytes))
     }
 
     pub struct Circuits {
@@ -1134,6 +1162,11 @@ fn report(args: &Args, results: &[(Imp, Vec<Run>)]) {
             "relayed / direct (%)",
             |r| 100.0 * r.relayed_mib_s / r.direct_mib_s,
             ">= 70 %",
+        ),
+        (
+            "relay CPU per relayed MiB (ms)",
+            |r| r.relay_cpu_ms_per_mib,
+            "",
         ),
         ("reservation latency p50 (ms)", |r| r.latency_p50_ms, ""),
         ("reservation latency p99 (ms)", |r| r.latency_p99_ms, ""),

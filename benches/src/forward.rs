@@ -299,9 +299,13 @@ impl RelayedTrio {
         };
         self.now = self.now.max(next);
         let now = self.now;
+        // Everything due is delivered before any node is drained, as the tokio adapter reads a
+        // batch of datagrams (recvmmsg, GRO) before it polls the node's output.
+        let mut received = [false; 3];
         while self.queue.peek().is_some_and(|d| d.at <= now) {
             let datagram = self.queue.pop().expect("peeked");
             let to = datagram.to;
+            received[to] = true;
             let started = Instant::now();
             self.nodes[to].handle_datagram(
                 now,
@@ -313,7 +317,11 @@ impl RelayedTrio {
                 },
             );
             self.busy[to] += started.elapsed();
-            self.drain(to);
+        }
+        for (i, received) in received.into_iter().enumerate() {
+            if received {
+                self.drain(i);
+            }
         }
         for i in 0..self.nodes.len() {
             if self.wake[i] <= now {

@@ -1,15 +1,18 @@
 //! Byte bridging of a relayed circuit at the relay: the source's HOP stream and the target's
 //! STOP stream, forwarded to each other chunk by chunk (DESIGN §4.3).
 //!
-//! Forwarding is zero-copy: a chunk read from one QUIC stream is the same `Bytes` handed to the
-//! other stream's `write_chunks`. The relay reads from one end only while the other end takes
+//! A chunk read from one QUIC stream is the same `Bytes` handed to the other stream's
+//! `write_chunks`, except that pieces waiting together are joined into one chunk of at most
+//! [`BRIDGE_CHUNK`] (see `Bridge::gather`). The node runs bridges once per batch of input
+//! (`Node::poll_output`), so a batch of received packets is forwarded as a few large pieces. The
+//! relay reads from one end only while the other end takes
 //! data, so at most one chunk per direction waits in the bridge; everything else stays in
 //! quinn-proto's flow-controlled buffers, and a slow reader slows the writer.
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 
 use super::ids::StreamHandle;
-use super::transport::{Chunk, Transport, Written};
+use super::transport::{Chunk, StreamKey, Transport, Written};
 
 /// Largest chunk the relay reads at once: bounds the bytes parked in a bridge per direction.
 pub(crate) const BRIDGE_CHUNK: usize = 16 * 1024;
@@ -77,11 +80,14 @@ pub(crate) struct BridgeTap {
     pub(crate) budget: usize,
     /// Source→target, then target→source.
     pub(crate) bytes: [Vec<u8>; 2],
+    /// Chunks handed to the other end, per direction (all of them, whatever the budget).
+    pub(crate) pieces: [u64; 2],
 }
 
 #[cfg(any(test, feature = "test-driver"))]
 impl BridgeTap {
     fn record(&mut self, from: End, data: &[u8]) {
+        self.pieces[from as usize] += 1;
         let take = data.len().min(self.budget);
         self.bytes[from as usize].extend_from_slice(&data[..take]);
         self.budget -= take;
@@ -179,7 +185,7 @@ impl Bridge {
                 }
                 return self.check_both_finished();
             }
-            match src.read_chunk(src_id, BRIDGE_CHUNK) {
+            match self.gather(from, src, src_id) {
                 Chunk::Data(data) => {
                     if let Err(end) = self.count(from, data.len()) {
                         return Turn::Done(end);
@@ -193,6 +199,45 @@ impl Bridge {
             }
         }
         Turn::Continue
+    }
+
+    /// Reads up to [`BRIDGE_CHUNK`] bytes from `ends[from]` as one chunk. quinn-proto keeps
+    /// each received STREAM frame as its own piece (about one per packet); forwarding them one
+    /// by one leaves the writer's send buffer holding one piece per packet in flight, which
+    /// quinn-proto scans linearly for every packet it builds. So the pieces waiting at once are
+    /// copied into one buffer; a lone piece is forwarded as it is, without a copy.
+    ///
+    /// The end of the stream found after some data is remembered in `source_finished` and the
+    /// data returned; a reset or close after some data is returned instead (the circuit ends
+    /// with a reset either way).
+    fn gather(&mut self, from: End, src: &mut Transport, src_id: StreamKey) -> Chunk {
+        let first = match src.read_chunk(src_id, BRIDGE_CHUNK) {
+            Chunk::Data(data) => data,
+            other => return other,
+        };
+        let mut joined: Option<BytesMut> = None;
+        let mut len = first.len();
+        // Each read takes at least one byte, so this ends within BRIDGE_CHUNK reads.
+        while len < BRIDGE_CHUNK {
+            match src.read_chunk(src_id, BRIDGE_CHUNK - len) {
+                Chunk::Data(more) => {
+                    let buf = joined.get_or_insert_with(|| {
+                        let mut buf = BytesMut::with_capacity(BRIDGE_CHUNK);
+                        buf.extend_from_slice(&first);
+                        buf
+                    });
+                    buf.extend_from_slice(&more);
+                    len += more.len();
+                }
+                Chunk::Blocked => break,
+                Chunk::Finished => {
+                    self.source_finished[from as usize] = true;
+                    break;
+                }
+                ended @ (Chunk::Reset(_) | Chunk::Closed) => return ended,
+            }
+        }
+        Chunk::Data(joined.map_or(first, BytesMut::freeze))
     }
 
     fn check_both_finished(&self) -> Turn {

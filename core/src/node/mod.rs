@@ -52,6 +52,7 @@ use transport::{Chunk, QuicTransport, Transport, Written};
 
 use crate::identity::{Keypair, PeerId};
 use crate::protocols::{IDENTIFY, PING};
+use crate::relay::circuits::CircuitId;
 use crate::seed::SeedTree;
 use crate::tls::{self, TlsIdentity};
 use crate::wallclock::{UnixAnchor, WallClock};
@@ -202,6 +203,9 @@ pub struct Node {
     client: relay_client::RelayClient,
     /// Relayed connections touched by a command since their last pump.
     relayed_dirty: BTreeSet<ConnectionId>,
+    /// Relayed circuits (at a relay) with bytes to forward, run by the next `poll_output`
+    /// rather than per datagram, so the bridge joins what a batch of packets delivered.
+    bridges_dirty: BTreeSet<CircuitId>,
     /// AutoRelay, if enabled.
     autorelay: Option<autorelay_driver::AutoRelayDriver>,
     /// Dials through circuit addresses in flight.
@@ -326,6 +330,7 @@ impl Node {
             relay,
             client: relay_client::RelayClient::default(),
             relayed_dirty: BTreeSet::new(),
+            bridges_dirty: BTreeSet::new(),
             autorelay,
             circuit_dials: circuit_dial::CircuitDials::default(),
             draining: false,
@@ -771,6 +776,7 @@ impl Node {
             self.pump_relayed(relayed);
             self.run_actions();
         }
+        self.run_dirty_bridges();
         if let Some(event) = self.events.pop() {
             self.observe_for_autorelay(&event);
             self.observe_for_circuit_dials(&event);
@@ -1017,7 +1023,10 @@ impl Node {
                     self.on_relay_client_stream_failed(stream, role, unsupported, reason)
                 }
             },
-            Action::Bridge { circuit } => self.run_bridge(circuit),
+            // Deferred to `poll_output`, after the whole batch of input: see `bridges_dirty`.
+            Action::Bridge { circuit } => {
+                self.bridges_dirty.insert(circuit);
+            }
             Action::Circuit { relayed } => {
                 self.relayed_dirty.insert(relayed);
             }

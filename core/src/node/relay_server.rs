@@ -209,6 +209,22 @@ impl Node {
             .collect()
     }
 
+    /// Test-only: how many chunks each tapped circuit handed on, per direction (source→target,
+    /// then target→source), live circuits only. A chunk is what one bridge read produced: a
+    /// packet's worth of bytes, or the pieces of a batch of packets joined.
+    #[cfg(any(test, feature = "test-driver"))]
+    #[must_use]
+    pub fn forwarded_pieces(&self) -> Vec<[u64; 2]> {
+        let Some(server) = self.relay.as_ref() else {
+            return Vec::new();
+        };
+        server
+            .bridges
+            .values()
+            .filter_map(|b| b.tap.as_ref().map(|t| t.pieces))
+            .collect()
+    }
+
     /// Answers on `stream` with one message, then finishes it and ignores what follows.
     pub(crate) fn reply_and_close(&mut self, stream: StreamHandle, message: Bytes) {
         if let Some(conn) = self.connections.get_mut(&stream.connection) {
@@ -508,6 +524,22 @@ impl Node {
             }
             _ => self.abort_and_forget(stream, CODE_CIRCUIT_PEER_GONE),
         }
+    }
+
+    /// Runs every bridge that had input since the last call (see `Node::bridges_dirty`).
+    pub(crate) fn run_dirty_bridges(&mut self) {
+        // A bridge turn queues no bridge of its own, so one pass settles; the bound only
+        // guards against a bug.
+        for _ in 0..100 {
+            if self.bridges_dirty.is_empty() {
+                return;
+            }
+            for circuit in std::mem::take(&mut self.bridges_dirty) {
+                self.run_bridge(circuit);
+                self.run_actions();
+            }
+        }
+        debug_assert!(self.bridges_dirty.is_empty(), "bridges did not settle");
     }
 
     /// Forwards what can be forwarded on a bridged circuit, both directions.

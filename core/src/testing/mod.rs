@@ -141,6 +141,8 @@ pub struct World {
     link: LinkConfig,
     link_rng: ChaCha20Rng,
     buf: Vec<u8>,
+    /// Which nodes received something in the current step (kept to reuse its allocation).
+    received_scratch: Vec<bool>,
     stats: NetStats,
     /// Hosts outside the world (raw QUIC peers driven by a test): datagrams for them wait here.
     external: BTreeMap<SocketAddr, Vec<ExternalDatagram>>,
@@ -180,6 +182,7 @@ impl World {
             seq: 0,
             link: LinkConfig::default(),
             buf: Vec::with_capacity(1500),
+            received_scratch: Vec::new(),
             stats: NetStats::default(),
             external: BTreeMap::new(),
             trace: ring::digest::Context::new(&ring::digest::SHA256),
@@ -511,6 +514,12 @@ impl World {
         };
         self.now = self.now.max(next);
         let now = self.now;
+        // Everything due is delivered before any receiver is drained, as the tokio adapter
+        // reads a batch of datagrams before it polls the node's output. Receivers are drained
+        // in index order, so the run stays deterministic.
+        let mut received = std::mem::take(&mut self.received_scratch);
+        received.clear();
+        received.resize(self.nodes.len(), false);
         while self.queue.peek().is_some_and(|d| d.deliver_at <= now) {
             let Some(datagram) = self.queue.pop() else {
                 break;
@@ -543,8 +552,14 @@ impl World {
                     data: BytesMut::from(&datagram.data[..]),
                 },
             );
-            self.drain(to);
+            received[to] = true;
         }
+        for (index, &received) in received.iter().enumerate() {
+            if received {
+                self.drain(index);
+            }
+        }
+        self.received_scratch = received;
         for index in 0..self.nodes.len() {
             if self.nodes[index].wake <= now {
                 self.nodes[index].node.handle_timeout(now);
