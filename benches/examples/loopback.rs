@@ -1221,7 +1221,9 @@ fn report(args: &Args, results: &[(Imp, Vec<Run>)]) {
                 Some(runs) if !runs.is_empty() => {
                     let values: Vec<f64> = runs.iter().map(field).collect();
                     let (m, lo, hi) = stats(&values);
-                    (format!("{m:.1} [{lo:.1} – {hi:.1}]"), m)
+                    // Sub-unit readings (ms per reservation or per MiB) get two decimals.
+                    let digits = if m.abs() < 10.0 { 2 } else { 1 };
+                    (format!("{m:.digits$} [{lo:.digits$} – {hi:.digits$}]"), m)
                 }
                 _ => ("-".to_owned(), f64::NAN),
             }

@@ -362,9 +362,13 @@ pub fn verify_certificate(
             "signature has unused bits".into(),
         ));
     }
-    ring_sig::UnparsedPublicKey::new(algorithm, key.public_key)
-        .verify(cert.tbs_certificate.as_ref(), &cert.signature_value.data)
-        .map_err(|_| CertificateError::InvalidSelfSignature)?;
+    if !key.verify(
+        algorithm,
+        cert.tbs_certificate.as_ref(),
+        &cert.signature_value.data,
+    ) {
+        return Err(CertificateError::InvalidSelfSignature);
+    }
 
     let mut signed_key = None;
     for extension in cert.extensions() {
@@ -439,9 +443,11 @@ pub(crate) fn verify_tls13_signature(
             )));
         }
     };
-    ring_sig::UnparsedPublicKey::new(algorithm, key.public_key)
-        .verify(message, signature)
-        .map_err(|_| CertificateError::InvalidHandshakeSignature)
+    if key.verify(algorithm, message, signature) {
+        Ok(())
+    } else {
+        Err(CertificateError::InvalidHandshakeSignature)
+    }
 }
 
 /// The TLS 1.3 signature schemes [`verify_tls13_signature`] accepts, most preferred first.
@@ -534,6 +540,24 @@ impl<'a> CertificateKeyInfo<'a> {
         Ok(Self { kind, public_key })
     }
 
+    /// Whether `signature` over `message` verifies with this key under `algorithm` (one of the
+    /// algorithms chosen for this key's kind). Ed25519 goes to ed25519-dalek: the same
+    /// RFC 8032 check as ring's (canonical `S`, cofactorless equation), about a third faster
+    /// on x86-64 with AVX2, and a relay verifies two per handshake. ECDSA goes to ring.
+    fn verify(
+        &self,
+        algorithm: &'static dyn ring_sig::VerificationAlgorithm,
+        message: &[u8],
+        signature: &[u8],
+    ) -> bool {
+        if self.kind == KeyKind::Ed25519 {
+            return verify_ed25519(self.public_key, message, signature);
+        }
+        ring_sig::UnparsedPublicKey::new(algorithm, self.public_key)
+            .verify(message, signature)
+            .is_ok()
+    }
+
     /// The ring algorithm that checks a certificate signature of algorithm `oid` with this key.
     fn certificate_signature_algorithm(
         &self,
@@ -552,6 +576,22 @@ impl<'a> CertificateKeyInfo<'a> {
             }
         })
     }
+}
+
+/// An Ed25519 signature check (RFC 8032, cofactorless, `S` must be canonical). False for a key
+/// or signature of the wrong length or a key that is not a curve point.
+fn verify_ed25519(public_key: &[u8], message: &[u8], signature: &[u8]) -> bool {
+    use ed25519_dalek::Verifier as _;
+    let Ok(key) = <[u8; 32]>::try_from(public_key) else {
+        return false;
+    };
+    let Ok(key) = ed25519_dalek::VerifyingKey::from_bytes(&key) else {
+        return false;
+    };
+    let Ok(signature) = ed25519_dalek::Signature::from_slice(signature) else {
+        return false;
+    };
+    key.verify(message, &signature).is_ok()
 }
 
 /// The protobuf `PublicKey { required KeyType Type = 1; required bytes Data = 2; }`, decoded
@@ -975,6 +1015,61 @@ mod tests {
                 CertificateError::UnsupportedHostKey(key_type.into())
             );
         }
+    }
+
+    #[test]
+    fn ed25519_check_agrees_with_ring_on_valid_tampered_and_non_canonical_signatures() {
+        let mut pkcs8 = ED25519_PKCS8_V1_PREFIX.to_vec();
+        pkcs8.extend_from_slice(&[9; 32]);
+        let pair = Ed25519KeyPair::from_pkcs8_maybe_unchecked(&pkcs8).expect("key");
+        let key = pair.public_key().as_ref().to_vec();
+        let message = b"libp2p-tls-handshake:spki";
+        let signature = pair.sign(message).as_ref().to_vec();
+        // S + L: the same signature with a non-canonical scalar, which RFC 8032 refuses.
+        const L: [u8; 32] = [
+            0xed, 0xd3, 0xf5, 0x5c, 0x1a, 0x63, 0x12, 0x58, 0xd6, 0x9c, 0xf7, 0xa2, 0xde, 0xf9,
+            0xde, 0x14, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10,
+        ];
+        let mut non_canonical = signature.clone();
+        let mut carry = 0u16;
+        for (byte, l) in non_canonical[32..].iter_mut().zip(L) {
+            let sum = u16::from(*byte) + u16::from(l) + carry;
+            *byte = sum as u8;
+            carry = sum >> 8;
+        }
+        let mut flipped_r = signature.clone();
+        flipped_r[0] ^= 1;
+        let mut flipped_s = signature.clone();
+        flipped_s[40] ^= 1;
+        let mut not_a_point = key.clone();
+        not_a_point[0] ^= 0x55;
+        /// What is wrong, key, message, signature.
+        type Case<'a> = (&'a str, &'a [u8], &'a [u8], &'a [u8]);
+        let cases: [Case<'_>; 7] = [
+            ("valid", &key, message, &signature),
+            (
+                "other message",
+                &key,
+                b"libp2p-tls-handshake:other",
+                &signature,
+            ),
+            ("flipped R", &key, message, &flipped_r),
+            ("flipped S", &key, message, &flipped_s),
+            ("S + L", &key, message, &non_canonical),
+            ("short signature", &key, message, &signature[..63]),
+            ("altered key", &not_a_point, message, &signature),
+        ];
+        for (what, key, message, signature) in cases {
+            let ring = ring_sig::UnparsedPublicKey::new(&ring_sig::ED25519, key)
+                .verify(message, signature)
+                .is_ok();
+            assert_eq!(verify_ed25519(key, message, signature), ring, "{what}");
+            assert_eq!(ring, what == "valid", "{what}");
+        }
+        assert!(
+            !verify_ed25519(&key[..31], message, &signature),
+            "short key"
+        );
     }
 
     #[test]
