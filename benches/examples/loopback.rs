@@ -10,8 +10,9 @@
 //!
 //! - **throughput**: one stream from a dialer to a target, `--bytes` bytes, direct and through
 //!   the relay (the same two peers' implementation, a fresh dialer for each transfer); the
-//!   receiver counts the bytes and answers with the count when the stream ends; and the relay's
-//!   CPU time (utime + stime) during the relayed transfer, per MiB forwarded;
+//!   receiver counts the bytes and answers with the count when the stream ends; and the CPU
+//!   time (utime + stime) of the relay and of the two endpoints (this process) during the
+//!   relayed transfer, per MiB forwarded;
 //! - **reservation latency**: `--latency-samples` fresh clients in turn, each timed from its
 //!   dial (QUIC + TLS handshake) to the accepted RESERVE; p50 and p99;
 //! - **reservation setup**: `--reservations` clients reserving at once; reservations per
@@ -150,22 +151,29 @@ fn main() {
 // one run
 // ---------------------------------------------------------------------------------------------
 
-/// One throughput reading: both paths, and the relay's CPU time while it forwarded.
+/// One throughput reading: both paths, and the CPU time the relay and the two endpoints spent
+/// during the relayed transfer.
 struct Throughput {
     direct_mib_s: f64,
     relayed_mib_s: f64,
     relay_cpu_ms_per_mib: f64,
+    endpoints_cpu_ms_per_mib: f64,
 }
 
 impl Throughput {
-    /// From the direct rate, the relayed rate with the relay's CPU time during that transfer,
-    /// and the bytes each moved.
-    fn new(direct_mib_s: f64, (relayed_mib_s, relay_cpu): (f64, Duration), bytes: usize) -> Self {
-        let mib = bytes as f64 / (1024.0 * 1024.0);
+    /// From the direct rate, the relayed rate with the CPU time of the relay and of this
+    /// process (both endpoints) during that transfer, and the bytes each moved.
+    fn new(
+        direct_mib_s: f64,
+        (relayed_mib_s, (relay_cpu, endpoints_cpu)): (f64, (Duration, Duration)),
+        bytes: usize,
+    ) -> Self {
+        let mib = (bytes as f64 / (1024.0 * 1024.0)).max(f64::MIN_POSITIVE);
         Self {
             direct_mib_s,
             relayed_mib_s,
-            relay_cpu_ms_per_mib: relay_cpu.as_secs_f64() * 1e3 / mib.max(f64::MIN_POSITIVE),
+            relay_cpu_ms_per_mib: relay_cpu.as_secs_f64() * 1e3 / mib,
+            endpoints_cpu_ms_per_mib: endpoints_cpu.as_secs_f64() * 1e3 / mib,
         }
     }
 }
@@ -176,6 +184,8 @@ struct Run {
     relayed_mib_s: f64,
     /// The relay's CPU time (utime + stime) per MiB forwarded during the relayed transfer.
     relay_cpu_ms_per_mib: f64,
+    /// The same for dialer and target together (this process).
+    endpoints_cpu_ms_per_mib: f64,
     latency_p50_ms: f64,
     latency_p99_ms: f64,
     setup_per_s: f64,
@@ -200,6 +210,7 @@ async fn measure(imp: Imp, args: &Args) -> Result<Run, String> {
         run.direct_mib_s = throughput.direct_mib_s;
         run.relayed_mib_s = throughput.relayed_mib_s;
         run.relay_cpu_ms_per_mib = throughput.relay_cpu_ms_per_mib;
+        run.endpoints_cpu_ms_per_mib = throughput.endpoints_cpu_ms_per_mib;
     }
 
     let relay = RelayProcess::spawn(imp, args.relay_streams, args.relay_initial_streams)?;
@@ -388,17 +399,27 @@ impl RelayProcess {
 
     /// utime + stime of the relay process.
     fn cpu_time(&self) -> Result<Duration, String> {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()))
-            .map_err(|e| e.to_string())?;
-        // Fields after the command name (which is in parentheses and may hold spaces).
-        let rest = stat.rsplit_once(')').ok_or("bad stat")?.1;
-        let fields: Vec<&str> = rest.split_whitespace().collect();
-        // utime and stime are fields 14 and 15 of the whole line: 12 and 13 after the name.
-        let ticks: u64 = fields[11].parse::<u64>().map_err(|e| e.to_string())?
-            + fields[12].parse::<u64>().map_err(|e| e.to_string())?;
-        // The kernel reports USER_HZ = 100 ticks per second on Linux.
-        Ok(Duration::from_millis(ticks * 10))
+        process_cpu_time(self.child.id())
     }
+}
+
+/// utime + stime of this process: the clients' side of a measurement (dialer and target of a
+/// transfer both run here).
+fn own_cpu_time() -> Result<Duration, String> {
+    process_cpu_time(std::process::id())
+}
+
+/// utime + stime of process `pid`, from `/proc/<pid>/stat`.
+fn process_cpu_time(pid: u32) -> Result<Duration, String> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).map_err(|e| e.to_string())?;
+    // Fields after the command name (which is in parentheses and may hold spaces).
+    let rest = stat.rsplit_once(')').ok_or("bad stat")?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the whole line: 12 and 13 after the name.
+    let ticks: u64 = fields[11].parse::<u64>().map_err(|e| e.to_string())?
+        + fields[12].parse::<u64>().map_err(|e| e.to_string())?;
+    // The kernel reports USER_HZ = 100 ticks per second on Linux.
+    Ok(Duration::from_millis(ticks * 10))
 }
 
 impl Drop for RelayProcess {
@@ -636,9 +657,12 @@ mod ours {
                 .dial_through_relay(to_relay, target.peer_id())
                 .await
                 .map_err(|e| e.to_string())?;
-            let cpu_before = relay.cpu_time()?;
+            let cpu_before = (relay.cpu_time()?, own_cpu_time()?);
             let r = send(&dialer, c, bytes).await?;
-            let cpu = relay.cpu_time()? - cpu_before;
+            let cpu = (
+                relay.cpu_time()? - cpu_before.0,
+                own_cpu_time()? - cpu_before.1,
+            );
             dialer.shutdown().await;
             (r, cpu)
         };
@@ -1008,9 +1032,13 @@ mod theirs {
                 .with(Protocol::P2pCircuit)
                 .with(Protocol::P2p(target_peer));
             let (mut control, _task) = connected_dialer(to, target_peer).await?;
-            let cpu_before = relay.cpu_time()?;
+            let cpu_before = (relay.cpu_time()?, own_cpu_time()?);
             let r = send(&mut control, target_peer, bytes).await?;
-            (r, relay.cpu_time()? - cpu_before)
+            let cpu = (
+                relay.cpu_time()? - cpu_before.0,
+                own_cpu_time()? - cpu_before.1,
+            );
+            (r, cpu)
         };
         drop(target);
         Ok(Throughput::new(direct, relayed, bytes))
@@ -1166,6 +1194,11 @@ fn report(args: &Args, results: &[(Imp, Vec<Run>)]) {
         (
             "relay CPU per relayed MiB (ms)",
             |r| r.relay_cpu_ms_per_mib,
+            "",
+        ),
+        (
+            "dialer + target CPU per relayed MiB (ms)",
+            |r| r.endpoints_cpu_ms_per_mib,
             "",
         ),
         ("reservation latency p50 (ms)", |r| r.latency_p50_ms, ""),

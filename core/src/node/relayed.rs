@@ -346,6 +346,8 @@ impl RelayedTransport {
             }
         }
         // Plaintext out: yamux frames, then into TLS as far as it takes them.
+        // Gathered first, so TLS cuts full records rather than one per yamux frame (a frame is
+        // 12 bytes longer than a record holds).
         if let Inner::Yamux(session) = inner {
             while self.plaintext_out.len() < MAX_PLAINTEXT_OUT
                 && let Some(out) = session.poll_output()
@@ -362,11 +364,8 @@ impl RelayedTransport {
             self.plaintext_out.advance(n);
             moved = true;
         }
-        while self.to_circuit.len() + self.circuit_pending.len() < MAX_TO_CIRCUIT
-            && let Some(out) = tls.poll_output()
-        {
-            self.to_circuit.extend_from_slice(&out);
-            moved = true;
+        if self.to_circuit.len() + self.circuit_pending.len() < MAX_TO_CIRCUIT {
+            moved |= tls.write_output_into(&mut self.to_circuit);
         }
         Ok(moved)
     }

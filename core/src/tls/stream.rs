@@ -66,7 +66,7 @@ use std::collections::VecDeque;
 use std::io::{ErrorKind, Read, Write};
 use std::net::Ipv4Addr;
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 use libp2p_identity::PeerId;
 use rustls::pki_types::ServerName;
 use rustls::{ClientConnection, Connection, ServerConnection};
@@ -309,7 +309,13 @@ impl SecureStream {
             // "Any data received after a closure alert has been received MUST be ignored."
             return Ok(());
         }
-        self.pending.extend_from_slice(ciphertext);
+        let mut rest = ciphertext;
+        if self.pending.is_empty() {
+            // Nothing queued before it: rustls reads straight from the input, and only what
+            // it does not take now is copied into the queue.
+            rest = self.feed(rest)?;
+        }
+        self.pending.extend_from_slice(rest);
         self.pump()
     }
 
@@ -399,6 +405,22 @@ impl SecureStream {
         (!out.is_empty()).then(|| Bytes::from(out))
     }
 
+    /// Appends the ciphertext to send on the circuit to `out`, in order, as
+    /// [`poll_output`](Self::poll_output) returns it but without an allocation of its own.
+    /// Returns whether anything was appended.
+    pub fn write_output_into(&mut self, out: &mut BytesMut) -> bool {
+        let before = out.len();
+        let mut writer = BufMut::writer(&mut *out);
+        while self.conn.wants_write() {
+            // Writing into memory cannot fail; stop rather than spin if it ever did.
+            match self.conn.write_tls(&mut writer) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+        out.len() > before
+    }
+
     /// The next event, if any.
     #[must_use]
     pub fn poll_event(&mut self) -> Option<SecureStreamEvent> {
@@ -419,6 +441,25 @@ impl SecureStream {
         self.pending.clear();
         self.failure = Some(error.clone());
         error
+    }
+
+    /// Hands `input` to rustls while the unread plaintext is below [`READ_AHEAD`]; returns
+    /// what rustls did not take (nothing after the peer's `close_notify`, which makes the rest
+    /// to be ignored).
+    fn feed<'a>(&mut self, mut input: &'a [u8]) -> Result<&'a [u8], SecureStreamError> {
+        while !input.is_empty() && self.unread < READ_AHEAD {
+            let taken = match self.conn.read_tls(&mut input) {
+                Ok(taken) => taken,
+                Err(error) => {
+                    return Err(self.fail(SecureStreamError::Buffering(error.to_string())));
+                }
+            };
+            if taken == 0 {
+                return Ok(&[]);
+            }
+            self.refresh()?;
+        }
+        Ok(input)
     }
 
     /// Hands queued ciphertext to rustls while the unread plaintext is below [`READ_AHEAD`].
