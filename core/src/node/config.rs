@@ -67,7 +67,9 @@ pub enum ConfigError {
 
 impl NodeConfig {
     /// QUIC keep-alive interval. Default 5 s: a lost peer is noticed within the idle timeout even
-    /// when no application data flows.
+    /// when no application data flows. It applies to connections we dial; on connections a peer
+    /// dialed to us the interval is twice this, at most two thirds of the idle timeout (never
+    /// less than this), so the dialer sends the keep-alives and we only acknowledge them.
     pub fn keep_alive(&mut self, interval: Duration) -> &mut Self {
         self.keep_alive = interval;
         self

@@ -17,8 +17,8 @@ use std::time::{Duration, SystemTime};
 
 use quinn_proto::crypto::rustls::QuicClientConfig;
 use quinn_proto::{
-    ClientConfig, ConnectionIdGenerator, EndpointConfig, IdleTimeout, ServerConfig, TimeSource,
-    TransportConfig, VarInt,
+    AckFrequencyConfig, ClientConfig, ConnectionIdGenerator, EndpointConfig, IdleTimeout,
+    ServerConfig, TimeSource, TransportConfig, VarInt,
 };
 use rand_chacha::ChaCha20Rng;
 use rand_chacha::rand_core::RngCore;
@@ -95,32 +95,64 @@ pub(crate) fn endpoint_config(seeds: &SeedTree) -> Arc<EndpointConfig> {
 }
 
 /// The transport parameters of outbound connections: the peer may open
-/// `max_streams_per_connection` streams from the start.
+/// `max_streams_per_connection` streams from the start; we send keep-alives every
+/// `keep_alive`.
 pub(crate) fn transport_config(config: &NodeConfig) -> Arc<TransportConfig> {
-    transport_config_with_streams(config, config.max_streams_per_connection)
+    transport_config_with(config, config.max_streams_per_connection, config.keep_alive)
 }
 
 /// The transport parameters of inbound connections: the peer starts with
 /// `initial_inbound_streams` streams, raised by the connection once it uses them
-/// (`Conn::grow_stream_credit`).
+/// (`Conn::grow_stream_credit`); our keep-alive is [`inbound_keep_alive`].
 pub(crate) fn inbound_transport_config(config: &NodeConfig) -> Arc<TransportConfig> {
-    transport_config_with_streams(
+    transport_config_with(
         config,
         config
             .initial_inbound_streams
             .min(config.max_streams_per_connection),
+        inbound_keep_alive(config.keep_alive, config.idle_timeout),
     )
 }
 
-fn transport_config_with_streams(config: &NodeConfig, streams: u32) -> Arc<TransportConfig> {
+/// The keep-alive interval on connections a peer opened to us: twice `keep_alive`, but at most
+/// two thirds of the idle timeout, and never shorter than `keep_alive`.
+///
+/// The dialer keeps a connection alive (it is the one behind a NAT, and DESIGN §5.2's failure
+/// detection is its), and every packet we receive postpones our own keep-alive. With the same
+/// interval on both ends the two alternate, so a relay would send every other keep-alive itself
+/// and be woken twice for it (its timer, then the acknowledgement). With a longer one here the
+/// dialer sends them all, and we answer each at once (see `ACK_AT_ONCE`): one wake-up per
+/// interval. Ours still fires for a dialer that sends none, well before the idle timeout.
+pub(crate) fn inbound_keep_alive(keep_alive: Duration, idle_timeout: Duration) -> Duration {
+    if keep_alive.is_zero() {
+        return keep_alive;
+    }
+    (keep_alive * 2).min(idle_timeout * 2 / 3).max(keep_alive)
+}
+
+/// Asks the peer (QUIC acknowledgement frequency extension, when it supports it) to
+/// acknowledge every ack-eliciting packet at once rather than after its `max_ack_delay`
+/// (25 ms): a lone keep-alive or request is acknowledged in the same wake-up that received it,
+/// instead of a timer firing later for it. In a bulk transfer the receiver acknowledges once per
+/// batch of received datagrams either way.
+const ACK_AT_ONCE: u32 = 0;
+
+fn transport_config_with(
+    config: &NodeConfig,
+    streams: u32,
+    keep_alive: Duration,
+) -> Arc<TransportConfig> {
+    let mut ack_frequency = AckFrequencyConfig::default();
+    ack_frequency.ack_eliciting_threshold(VarInt::from_u32(ACK_AT_ONCE));
     let mut transport = TransportConfig::default();
+    transport.ack_frequency_config(Some(ack_frequency));
     transport
         .max_concurrent_bidi_streams(VarInt::from_u32(streams))
         .max_concurrent_uni_streams(VarInt::from_u32(0))
         .stream_receive_window(VarInt::from_u32(config.stream_receive_window))
         .receive_window(VarInt::from_u32(config.connection_receive_window))
         .datagram_receive_buffer_size(None)
-        .keep_alive_interval((!config.keep_alive.is_zero()).then_some(config.keep_alive))
+        .keep_alive_interval((!keep_alive.is_zero()).then_some(keep_alive))
         // validate() bounds the idle timeout below 2^62 ms, so the conversion cannot fail.
         .max_idle_timeout(Some(
             IdleTimeout::try_from(config.idle_timeout).expect("validated idle timeout"),
@@ -167,4 +199,23 @@ pub(crate) fn client_config(
             quinn_proto::ConnectionId::new(&bytes)
         }));
     Ok(config)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn inbound_keep_alive_is_twice_ours_within_two_thirds_of_the_idle_timeout() {
+        let s = Duration::from_secs;
+        assert_eq!(inbound_keep_alive(s(5), s(15)), s(10), "the defaults");
+        assert_eq!(inbound_keep_alive(s(5), s(60)), s(10));
+        assert_eq!(inbound_keep_alive(s(5), s(12)), s(8), "two thirds of 12 s");
+        assert_eq!(inbound_keep_alive(s(5), s(6)), s(5), "never below our own");
+        assert_eq!(
+            inbound_keep_alive(Duration::ZERO, s(15)),
+            Duration::ZERO,
+            "off stays off"
+        );
+    }
 }

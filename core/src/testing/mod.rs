@@ -113,6 +113,11 @@ pub struct SimNode {
     pub addr: SocketAddr,
     /// Every event it emitted, with the virtual time.
     pub events: Vec<(Instant, Event)>,
+    /// Times the world woke it: a step that delivered it datagrams or fired its timer (both
+    /// in one step count once), as a driver wakes for its socket or its sleep.
+    pub wakeups: u64,
+    /// Datagrams it sent.
+    pub datagrams_sent: u64,
     wake: Instant,
 }
 
@@ -261,6 +266,8 @@ impl World {
             node,
             addr,
             events: Vec::new(),
+            wakeups: 0,
+            datagrams_sent: 0,
             wake: self.now,
         });
         self.drain(index);
@@ -454,6 +461,7 @@ impl World {
                     let segment = transmit.segment_size.unwrap_or(transmit.size).max(1);
                     let data = std::mem::take(&mut self.buf);
                     for chunk in data[..transmit.size].chunks(segment) {
+                        self.nodes[index].datagrams_sent += 1;
                         self.send(from, transmit.destination, chunk.to_vec());
                     }
                     self.buf = data;
@@ -556,16 +564,20 @@ impl World {
         }
         for (index, &received) in received.iter().enumerate() {
             if received {
+                self.nodes[index].wakeups += 1;
                 self.drain(index);
             }
         }
-        self.received_scratch = received;
-        for index in 0..self.nodes.len() {
+        for (index, &received) in received.iter().enumerate() {
             if self.nodes[index].wake <= now {
+                if !received {
+                    self.nodes[index].wakeups += 1;
+                }
                 self.nodes[index].node.handle_timeout(now);
                 self.drain(index);
             }
         }
+        self.received_scratch = received;
         true
     }
 
