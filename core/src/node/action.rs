@@ -33,6 +33,8 @@ pub(crate) enum Action {
     Bridge { circuit: CircuitId },
     /// A relayed connection's circuit stream can make progress.
     Circuit { relayed: ConnectionId },
+    /// The peer gave us credit for more bidirectional streams on a QUIC connection.
+    StreamsAvailable { connection: ConnectionId },
     /// A connection ended.
     ConnectionClosed {
         connection: ConnectionId,

@@ -197,7 +197,11 @@ impl Conn {
                 quinn_proto::Event::Stream(StreamEvent::Stopped { id, error_code }) => {
                     self.on_stopped(StreamKey::Quic(id), error_code.into_inner(), ctx)
                 }
-                quinn_proto::Event::Stream(StreamEvent::Available { .. }) => {}
+                quinn_proto::Event::Stream(StreamEvent::Available { dir: Dir::Bi }) => {
+                    ctx.actions
+                        .push(Action::StreamsAvailable { connection: ctx.id });
+                }
+                quinn_proto::Event::Stream(StreamEvent::Available { dir: Dir::Uni }) => {}
                 quinn_proto::Event::DatagramReceived | quinn_proto::Event::DatagramsUnblocked => {}
             }
         }

@@ -41,7 +41,7 @@ pub use error::{ConnectionFailure, DialError, PingError, StreamError, StreamOpen
 pub use event::{Event, ReservationFailureKind};
 pub use ids::{ConnectionId, Direction, StreamHandle};
 pub use quinn_proto::Transmit;
-pub use relay_client::{ClientReservation, ReserveError};
+pub use relay_client::{ClientReservation, MAX_WAITING_CONNECTS, ReserveError};
 pub use relay_server::{CLOSE_DRAINING, CLOSE_TRIMMED, CircuitSnapshot, RelayStats};
 pub use relayed::CircuitFailure;
 pub use transport::StreamKey;
@@ -1030,6 +1030,7 @@ impl Node {
             Action::Circuit { relayed } => {
                 self.relayed_dirty.insert(relayed);
             }
+            Action::StreamsAvailable { connection } => self.open_waiting_connects(connection),
             Action::ConnectionClosed { connection, peer } => {
                 self.relay_connection_closed(connection, peer);
                 self.client_connection_closed(connection, peer);

@@ -3,7 +3,7 @@
 //! hold our reservation. Relayed connections are upgraded with TLS and yamux
 //! ([`super::relayed`]) and then behave like direct ones.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
@@ -53,11 +53,24 @@ pub(crate) struct RelayClient {
     reservations: BTreeMap<ConnectionId, ClientReservation>,
     renewals: BTreeSet<(Instant, ConnectionId)>,
     in_flight: BTreeSet<ConnectionId>,
+    /// Circuit dials whose CONNECT waits for stream credit on the relay connection (the key),
+    /// oldest first; each at most [`MAX_WAITING_CONNECTS`] long.
+    waiting_connects: BTreeMap<ConnectionId, VecDeque<ConnectionId>>,
+    /// When each waiting dial gives up: (deadline, relayed connection, relay connection).
+    waiting_deadlines: BTreeSet<(Instant, ConnectionId, ConnectionId)>,
 }
+
+/// Circuit dials that may wait for stream credit on one relay connection. Our relays give a new
+/// connection 8 streams and 32 once it uses half (one round trip later); a burst of dials
+/// beyond the credit waits for it rather than failing. More than this many waiting is refused
+/// at once ([`Node::dial_through_relay`] fails), so a caller cannot queue without bound.
+pub const MAX_WAITING_CONNECTS: usize = 64;
 
 impl RelayClient {
     pub(crate) fn next_deadline(&self) -> Option<Instant> {
-        self.renewals.first().map(|&(at, _)| at)
+        let renewal = self.renewals.first().map(|&(at, _)| at);
+        let waiting = self.waiting_deadlines.first().map(|&(at, _, _)| at);
+        renewal.into_iter().chain(waiting).min()
     }
 }
 
@@ -129,6 +142,11 @@ impl Node {
     /// a new connection: [`Event::ConnectionEstablished`](super::Event::ConnectionEstablished)
     /// (with `relay` set) once TLS authenticated `target` end to end and yamux runs, or
     /// [`Event::ConnectionClosed`](super::Event::ConnectionClosed).
+    ///
+    /// When the relay connection has no stream credit left (our relays give a fresh connection
+    /// 8 streams, 32 one round trip after it uses half), the CONNECT waits for credit, at most
+    /// the request timeout; up to [`MAX_WAITING_CONNECTS`] dials may wait per relay connection,
+    /// and a dial beyond that fails at once.
     pub fn dial_through_relay(
         &mut self,
         now: Instant,
@@ -162,27 +180,95 @@ impl Node {
             target,
             Direction::Outbound,
         );
+        if !self.send_connect(relay_connection, id, target) {
+            // No stream credit now: wait for the relay to give more (see MAX_WAITING_CONNECTS).
+            let waiting = self
+                .client
+                .waiting_connects
+                .entry(relay_connection)
+                .or_default();
+            if waiting.len() >= MAX_WAITING_CONNECTS {
+                self.connections.remove(&id);
+                return Err(DialError::Tls(format!(
+                    "the relay connection {relay_connection} allows no more streams and \
+                     {MAX_WAITING_CONNECTS} dials already wait for more"
+                )));
+            }
+            waiting.push_back(id);
+            let deadline = self.now + self.local.request_timeout;
+            self.client
+                .waiting_deadlines
+                .insert((deadline, id, relay_connection));
+        }
+        Ok(id)
+    }
+
+    /// Opens the HOP stream carrying relayed connection `relayed`'s CONNECT to `target` on
+    /// `relay_connection`; false when the relay connection has no stream credit left.
+    fn send_connect(
+        &mut self,
+        relay_connection: ConnectionId,
+        relayed: ConnectionId,
+        target: PeerId,
+    ) -> bool {
         let request = HopRequest::Connect { peer: target }.encode();
         let opened = self
             .with_ctx(relay_connection, |conn, ctx| {
                 conn.open_outbound(
                     HOP_PROTOCOL,
                     Purpose::Relay {
-                        role: RelayRole::Connect { relayed: id },
+                        role: RelayRole::Connect { relayed },
                         request,
                     },
                     ctx,
                 )
             })
-            .flatten();
-        if opened.is_none() {
-            self.connections.remove(&id);
-            return Err(DialError::Tls(format!(
-                "the relay connection {relay_connection} allows no more streams"
-            )));
+            .flatten()
+            .is_some();
+        if opened {
+            self.process(relay_connection);
         }
-        self.process(relay_connection);
-        Ok(id)
+        opened
+    }
+
+    /// The relay gave more stream credit on `relay_connection`: sends the CONNECTs that waited
+    /// for it, oldest first, while the credit lasts.
+    pub(crate) fn open_waiting_connects(&mut self, relay_connection: ConnectionId) {
+        // Each turn removes one waiting dial (or stops), so this ends.
+        loop {
+            let Some(relayed) = self
+                .client
+                .waiting_connects
+                .get_mut(&relay_connection)
+                .and_then(VecDeque::pop_front)
+            else {
+                self.client.waiting_connects.remove(&relay_connection);
+                return;
+            };
+            let Some(target) = self
+                .connections
+                .get(&relayed)
+                .and_then(|c| match &c.transport {
+                    Transport::Relayed(r) => Some(r.remote),
+                    Transport::Quic(_) => None,
+                })
+            else {
+                // Closed by the application meanwhile.
+                self.client
+                    .waiting_deadlines
+                    .retain(|&(_, r, _)| r != relayed);
+                continue;
+            };
+            if !self.send_connect(relay_connection, relayed, target) {
+                if let Some(waiting) = self.client.waiting_connects.get_mut(&relay_connection) {
+                    waiting.push_front(relayed);
+                }
+                return;
+            }
+            self.client
+                .waiting_deadlines
+                .retain(|&(_, r, _)| r != relayed);
+        }
     }
 
     fn new_relayed(
@@ -628,6 +714,24 @@ impl Node {
 
     /// Renewals due by `now`.
     pub(crate) fn client_timeouts(&mut self, now: Instant) {
+        while let Some(&(at, relayed, relay_connection)) = self.client.waiting_deadlines.first() {
+            if at > now {
+                break;
+            }
+            self.client
+                .waiting_deadlines
+                .remove(&(at, relayed, relay_connection));
+            if let Some(waiting) = self.client.waiting_connects.get_mut(&relay_connection) {
+                waiting.retain(|&r| r != relayed);
+            }
+            self.fail_relayed(
+                relayed,
+                format!(
+                    "the relay connection {relay_connection} gave no stream for the CONNECT \
+                     within the request timeout"
+                ),
+            );
+        }
         while let Some(&(at, connection)) = self.client.renewals.first() {
             if at > now {
                 break;
@@ -654,6 +758,12 @@ impl Node {
         peer: Option<PeerId>,
     ) {
         self.client.in_flight.remove(&connection);
+        if self.client.waiting_connects.remove(&connection).is_some() {
+            // The relayed connections themselves fail below with the others over it.
+            self.client
+                .waiting_deadlines
+                .retain(|&(_, _, relay)| relay != connection);
+        }
         if let Some(reservation) = self.client.reservations.remove(&connection) {
             self.client
                 .renewals
