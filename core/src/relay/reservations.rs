@@ -80,8 +80,9 @@ impl Admission {
 #[derive(Debug, Clone)]
 pub struct ReservationTable {
     limits: RelayLimits,
-    by_peer: BTreeMap<PeerId, Reservation>,
-    deadlines: BTreeSet<(Instant, PeerId)>,
+    /// Keyed by [`PeerKey`]: a lookup compares integers, not PeerId bytes.
+    by_peer: BTreeMap<PeerKey, Reservation>,
+    deadlines: BTreeSet<(Instant, PeerKey)>,
     /// Reservations per IP group; a group is removed when its count drops to zero.
     per_ip: BTreeMap<IpGroup, u32>,
     peer_rate: RateLimiter<PeerKey>,
@@ -109,27 +110,28 @@ impl ReservationTable {
     pub fn admit(&mut self, now: Instant, peer: PeerId, ip: IpAddr) -> Result<Admission, Refusal> {
         let _expired = self.expire(now);
         let group = IpGroup::of(ip);
-        if let Err(reason) = self.charge_rates(now, peer, group) {
+        let key = PeerKey::new(peer);
+        if let Err(reason) = self.charge_rates(now, key, group) {
             return Err(self.refuse(reason));
         }
         let expires_at = now.checked_add(self.limits.reservation_ttl).unwrap_or(now);
-        if let Some(old) = self.by_peer.get(&peer).copied() {
+        if let Some(old) = self.by_peer.get(&key).copied() {
             if old.group != group && self.ip_full(group) {
                 return Err(self.refuse(RefusalReason::ReservationsPerIpFull));
             }
             if old.group == group {
                 // The common renewal: same IP group, so only the entry and its deadline move
                 // (two tree operations instead of six; DESIGN §10 decisions per second).
-                if let Some(entry) = self.by_peer.get_mut(&peer) {
+                if let Some(entry) = self.by_peer.get_mut(&key) {
                     entry.ip = ip;
                     entry.admitted_at = now;
                     entry.expires_at = expires_at;
                 }
-                self.deadlines.remove(&(old.expires_at, peer));
-                self.deadlines.insert((expires_at, peer));
+                self.deadlines.remove(&(old.expires_at, key));
+                self.deadlines.insert((expires_at, key));
             } else {
                 self.remove(&peer);
-                self.insert(peer, ip, group, now, expires_at);
+                self.insert(key, ip, group, now, expires_at);
             }
             return Ok(if old.ip == ip {
                 Admission::Renewed { expires_at }
@@ -147,7 +149,7 @@ impl ReservationTable {
         if self.ip_full(group) {
             return Err(self.refuse(RefusalReason::ReservationsPerIpFull));
         }
-        self.insert(peer, ip, group, now, expires_at);
+        self.insert(key, ip, group, now, expires_at);
         Ok(Admission::New { expires_at })
     }
 
@@ -156,20 +158,21 @@ impl ReservationTable {
     #[must_use]
     pub fn expire(&mut self, now: Instant) -> Vec<PeerId> {
         let mut gone = Vec::new();
-        while let Some(&(deadline, peer)) = self.deadlines.first() {
+        while let Some(&(deadline, key)) = self.deadlines.first() {
             if deadline > now {
                 break;
             }
-            let _ = self.remove(&peer);
-            gone.push(peer);
+            let _ = self.remove(&key.peer());
+            gone.push(key.peer());
         }
         gone
     }
 
     /// Remove `peer`'s reservation (its connection closed); returns it if there was one.
     pub fn remove(&mut self, peer: &PeerId) -> Option<Reservation> {
-        let r = self.by_peer.remove(peer)?;
-        self.deadlines.remove(&(r.expires_at, *peer));
+        let key = PeerKey::new(*peer);
+        let r = self.by_peer.remove(&key)?;
+        self.deadlines.remove(&(r.expires_at, key));
         if let Some(count) = self.per_ip.get_mut(&r.group) {
             *count = count.saturating_sub(1);
             if *count == 0 {
@@ -182,13 +185,15 @@ impl ReservationTable {
     /// `peer`'s reservation, live or not yet expired by [`Self::expire`].
     #[must_use]
     pub fn get(&self, peer: &PeerId) -> Option<&Reservation> {
-        self.by_peer.get(peer)
+        self.by_peer.get(&PeerKey::new(*peer))
     }
 
     /// Whether `peer` holds a reservation live at `now`.
     #[must_use]
     pub fn is_reserved(&self, now: Instant, peer: &PeerId) -> bool {
-        self.by_peer.get(peer).is_some_and(|r| now < r.expires_at)
+        self.by_peer
+            .get(&PeerKey::new(*peer))
+            .is_some_and(|r| now < r.expires_at)
     }
 
     /// Number of reservations held (including any past their deadline but not yet expired).
@@ -243,10 +248,9 @@ impl ReservationTable {
     fn charge_rates(
         &mut self,
         now: Instant,
-        peer: PeerId,
+        key: PeerKey,
         group: IpGroup,
     ) -> Result<(), RefusalReason> {
-        let key = PeerKey::new(peer);
         let decide = |d: RateDecision, limited| match d {
             RateDecision::Allowed => Ok(()),
             RateDecision::Limited { .. } => Err(limited),
@@ -271,9 +275,9 @@ impl ReservationTable {
         max != 0 && self.count_for_ip(group) >= max
     }
 
-    fn insert(&mut self, peer: PeerId, ip: IpAddr, group: IpGroup, now: Instant, exp: Instant) {
+    fn insert(&mut self, key: PeerKey, ip: IpAddr, group: IpGroup, now: Instant, exp: Instant) {
         self.by_peer.insert(
-            peer,
+            key,
             Reservation {
                 ip,
                 group,
@@ -281,7 +285,7 @@ impl ReservationTable {
                 expires_at: exp,
             },
         );
-        self.deadlines.insert((exp, peer));
+        self.deadlines.insert((exp, key));
         *self.per_ip.entry(group).or_insert(0) += 1;
     }
 
