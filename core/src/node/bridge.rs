@@ -16,6 +16,9 @@ use super::transport::{Chunk, StreamKey, Transport, Written};
 
 /// Largest chunk the relay reads at once: bounds the bytes parked in a bridge per direction.
 pub(crate) const BRIDGE_CHUNK: usize = 16 * 1024;
+/// Most pieces (received STREAM frames, about one per packet) joined into one chunk; about
+/// BRIDGE_CHUNK of full-sized packets.
+const MAX_GATHERED: usize = 16;
 /// Chunks forwarded per direction per call, so one busy circuit cannot starve the others
 /// within one input; the rest is picked up on the next readable or writable event.
 const CHUNKS_PER_TURN: usize = 64;
@@ -215,19 +218,18 @@ impl Bridge {
             Chunk::Data(data) => data,
             other => return other,
         };
-        let mut joined: Option<BytesMut> = None;
-        let mut len = first.len();
-        // Each read takes at least one byte, so this ends within BRIDGE_CHUNK reads.
-        while len < BRIDGE_CHUNK {
+        // The pieces are collected first and copied once into a buffer of exactly their size:
+        // a fixed 16 KiB buffer left holes in the heap for circuits that move little.
+        let mut pieces: [Bytes; MAX_GATHERED] = Default::default();
+        pieces[0] = first;
+        let mut count = 1;
+        let mut len = pieces[0].len();
+        while len < BRIDGE_CHUNK && count < MAX_GATHERED {
             match src.read_chunk(src_id, BRIDGE_CHUNK - len) {
                 Chunk::Data(more) => {
-                    let buf = joined.get_or_insert_with(|| {
-                        let mut buf = BytesMut::with_capacity(BRIDGE_CHUNK);
-                        buf.extend_from_slice(&first);
-                        buf
-                    });
-                    buf.extend_from_slice(&more);
                     len += more.len();
+                    pieces[count] = more;
+                    count += 1;
                 }
                 Chunk::Blocked => break,
                 Chunk::Finished => {
@@ -237,7 +239,14 @@ impl Bridge {
                 ended @ (Chunk::Reset(_) | Chunk::Closed) => return ended,
             }
         }
-        Chunk::Data(joined.map_or(first, BytesMut::freeze))
+        if count == 1 {
+            return Chunk::Data(std::mem::take(&mut pieces[0]));
+        }
+        let mut joined = BytesMut::with_capacity(len);
+        for piece in &pieces[..count] {
+            joined.extend_from_slice(piece);
+        }
+        Chunk::Data(joined.freeze())
     }
 
     fn check_both_finished(&self) -> Turn {
