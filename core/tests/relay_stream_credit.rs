@@ -102,3 +102,37 @@ fn stream_credit_is_raised_when_a_source_opens_circuits_and_it_can_hold_16() {
         .map(|_| ());
     assert!(rtt.is_ok(), "a ping stream opens next to 16 circuits");
 }
+
+#[test]
+fn a_node_that_is_no_relay_gives_the_full_stream_credit_at_once() {
+    let mut world = World::new(77);
+    let mut app = NodeConfig::default();
+    app.protocol("/app/1.0.0");
+    let server = world.add_node(app.clone());
+    let node = world.add_node(app);
+    world.connect(node, server);
+    assert!(world.run_until(SETTLE, |w| w.is_connected(node, server)
+        && w.is_connected(server, node)));
+    let conn = established(&world, node, server);
+    let at_server = established(&world, server, node);
+    assert_eq!(
+        world.node(server).peer_stream_credit(at_server),
+        Some(32),
+        "max_streams_per_connection from the start"
+    );
+    // More streams at once than a relay's first credit of 8: all open.
+    for i in 0..12 {
+        world
+            .command(node, |n, now| n.open_stream(now, conn, "/app/1.0.0"))
+            .unwrap_or_else(|e| panic!("stream {i} opens: {e}"));
+    }
+    let ready = |w: &World| {
+        w.events(node)
+            .filter(|e| matches!(e, Event::StreamReady { .. }))
+            .count()
+    };
+    assert!(
+        world.run_until(SETTLE, |w| ready(w) == 12),
+        "all 12 streams negotiated"
+    );
+}

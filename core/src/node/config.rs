@@ -4,6 +4,12 @@ use std::time::Duration;
 
 use multiaddr::Multiaddr;
 
+/// A relay's default first stream credit on inbound connections (see
+/// [`NodeConfig::initial_inbound_streams`]): an idle reservation uses at most 3 streams at once
+/// (identify both ways, the RESERVE); 4 was measured worse (identify and RESERVE together reach
+/// half of it, so nearly every reservation was raised to the full credit).
+const RELAY_INITIAL_INBOUND_STREAMS: u32 = 8;
+
 /// Configuration of a [`Node`](super::Node): transport timers, per-connection bounds and the
 /// application protocols it accepts.
 ///
@@ -15,7 +21,8 @@ pub struct NodeConfig {
     pub(crate) idle_timeout: Duration,
     pub(crate) max_connections: usize,
     pub(crate) max_streams_per_connection: u32,
-    pub(crate) initial_inbound_streams: u32,
+    /// `None`: the default, which depends on the relay role (see the setter).
+    pub(crate) initial_inbound_streams: Option<u32>,
     pub(crate) stream_receive_window: u32,
     pub(crate) connection_receive_window: u32,
     pub(crate) negotiation_timeout: Duration,
@@ -36,7 +43,7 @@ impl Default for NodeConfig {
             idle_timeout: Duration::from_secs(15),
             max_connections: 4096,
             max_streams_per_connection: 32,
-            initial_inbound_streams: 8,
+            initial_inbound_streams: None,
             stream_receive_window: 1024 * 1024,
             connection_receive_window: 4 * 1024 * 1024,
             negotiation_timeout: Duration::from_secs(10),
@@ -97,15 +104,32 @@ impl NodeConfig {
         self
     }
 
-    /// Streams a peer may open at first on an inbound connection. Default 8. Once the peer holds
-    /// half of them open, the node raises its credit to
-    /// [`max_streams_per_connection`](Self::max_streams_per_connection) (one QUIC MAX_STREAMS
-    /// frame): quinn keeps bookkeeping for every stream it allows, and most inbound connections
-    /// of a relay (idle reservations) never need more than a few (DESIGN §10 memory). Larger
-    /// values than `max_streams_per_connection` mean that value.
+    /// Streams a peer may open at first on an inbound connection. Default: 8 on a relay
+    /// ([`relay_server`](Self::relay_server) set), else
+    /// [`max_streams_per_connection`](Self::max_streams_per_connection). Once the peer holds
+    /// half of them open, the node raises its credit to `max_streams_per_connection` (one QUIC
+    /// MAX_STREAMS frame): quinn keeps bookkeeping for every stream it allows, and most inbound
+    /// connections of a relay (idle reservations) never need more than a few (DESIGN §10
+    /// memory). A peer that opens more than the first credit at once waits a round trip for the
+    /// rest (our own node's circuit dials wait; its other opens fail with `TooManyStreams`), so
+    /// a node that is no relay allows the full credit from the start. Larger values than
+    /// `max_streams_per_connection` mean that value.
     pub fn initial_inbound_streams(&mut self, count: u32) -> &mut Self {
-        self.initial_inbound_streams = count;
+        self.initial_inbound_streams = Some(count);
         self
+    }
+
+    /// The stream credit a peer gets at first on an inbound connection, as
+    /// [`initial_inbound_streams`](Self::initial_inbound_streams) describes.
+    pub(crate) fn effective_initial_inbound_streams(&self) -> u32 {
+        let default = if self.relay_server.is_some() {
+            RELAY_INITIAL_INBOUND_STREAMS
+        } else {
+            self.max_streams_per_connection
+        };
+        self.initial_inbound_streams
+            .unwrap_or(default)
+            .min(self.max_streams_per_connection)
     }
 
     /// Flow-control window per stream, in bytes. Default 1 MiB.
@@ -225,7 +249,7 @@ impl NodeConfig {
                 "must be at least 1 (identify needs a stream)",
             );
         }
-        if self.initial_inbound_streams == 0 {
+        if self.initial_inbound_streams == Some(0) {
             return invalid(
                 "initial_inbound_streams",
                 "must be at least 1 (identify needs a stream)",

@@ -107,9 +107,7 @@ pub(crate) fn transport_config(config: &NodeConfig) -> Arc<TransportConfig> {
 pub(crate) fn inbound_transport_config(config: &NodeConfig) -> Arc<TransportConfig> {
     transport_config_with(
         config,
-        config
-            .initial_inbound_streams
-            .min(config.max_streams_per_connection),
+        config.effective_initial_inbound_streams(),
         inbound_keep_alive(config.keep_alive, config.idle_timeout),
     )
 }
