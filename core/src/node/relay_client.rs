@@ -54,8 +54,8 @@ pub(crate) struct RelayClient {
     renewals: BTreeSet<(Instant, ConnectionId)>,
     in_flight: BTreeSet<ConnectionId>,
     /// Circuit dials whose CONNECT waits for stream credit on the relay connection (the key),
-    /// oldest first; each at most [`MAX_WAITING_CONNECTS`] long.
-    waiting_connects: BTreeMap<ConnectionId, VecDeque<ConnectionId>>,
+    /// oldest first, with the instant each gives up; each at most [`MAX_WAITING_CONNECTS`] long.
+    waiting_connects: BTreeMap<ConnectionId, VecDeque<(ConnectionId, Instant)>>,
     /// When each waiting dial gives up: (deadline, relayed connection, relay connection).
     waiting_deadlines: BTreeSet<(Instant, ConnectionId, ConnectionId)>,
 }
@@ -194,8 +194,8 @@ impl Node {
                      {MAX_WAITING_CONNECTS} dials already wait for more"
                 )));
             }
-            waiting.push_back(id);
             let deadline = self.now + self.local.request_timeout;
+            waiting.push_back((id, deadline));
             self.client
                 .waiting_deadlines
                 .insert((deadline, id, relay_connection));
@@ -236,7 +236,7 @@ impl Node {
     pub(crate) fn open_waiting_connects(&mut self, relay_connection: ConnectionId) {
         // Each turn removes one waiting dial (or stops), so this ends.
         loop {
-            let Some(relayed) = self
+            let Some((relayed, deadline)) = self
                 .client
                 .waiting_connects
                 .get_mut(&relay_connection)
@@ -245,6 +245,7 @@ impl Node {
                 self.client.waiting_connects.remove(&relay_connection);
                 return;
             };
+            let waited = (deadline, relayed, relay_connection);
             let Some(target) = self
                 .connections
                 .get(&relayed)
@@ -254,20 +255,16 @@ impl Node {
                 })
             else {
                 // Closed by the application meanwhile.
-                self.client
-                    .waiting_deadlines
-                    .retain(|&(_, r, _)| r != relayed);
+                self.client.waiting_deadlines.remove(&waited);
                 continue;
             };
             if !self.send_connect(relay_connection, relayed, target) {
                 if let Some(waiting) = self.client.waiting_connects.get_mut(&relay_connection) {
-                    waiting.push_front(relayed);
+                    waiting.push_front((relayed, deadline));
                 }
                 return;
             }
-            self.client
-                .waiting_deadlines
-                .retain(|&(_, r, _)| r != relayed);
+            self.client.waiting_deadlines.remove(&waited);
         }
     }
 
@@ -722,7 +719,7 @@ impl Node {
                 .waiting_deadlines
                 .remove(&(at, relayed, relay_connection));
             if let Some(waiting) = self.client.waiting_connects.get_mut(&relay_connection) {
-                waiting.retain(|&r| r != relayed);
+                waiting.retain(|&(r, _)| r != relayed);
             }
             self.fail_relayed(
                 relayed,
@@ -758,11 +755,16 @@ impl Node {
         peer: Option<PeerId>,
     ) {
         self.client.in_flight.remove(&connection);
-        if self.client.waiting_connects.remove(&connection).is_some() {
-            // The relayed connections themselves fail below with the others over it.
+        // The waiting relayed connections themselves fail below with the others over it.
+        for (relayed, deadline) in self
+            .client
+            .waiting_connects
+            .remove(&connection)
+            .unwrap_or_default()
+        {
             self.client
                 .waiting_deadlines
-                .retain(|&(_, _, relay)| relay != connection);
+                .remove(&(deadline, relayed, connection));
         }
         if let Some(reservation) = self.client.reservations.remove(&connection) {
             self.client

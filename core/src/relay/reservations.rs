@@ -130,7 +130,7 @@ impl ReservationTable {
                 self.deadlines.remove(&(old.expires_at, key));
                 self.deadlines.insert((expires_at, key));
             } else {
-                self.remove(&peer);
+                self.remove_key(key);
                 self.insert(key, ip, group, now, expires_at);
             }
             return Ok(if old.ip == ip {
@@ -162,7 +162,7 @@ impl ReservationTable {
             if deadline > now {
                 break;
             }
-            let _ = self.remove(&key.peer());
+            let _ = self.remove_key(key);
             gone.push(key.peer());
         }
         gone
@@ -170,7 +170,10 @@ impl ReservationTable {
 
     /// Remove `peer`'s reservation (its connection closed); returns it if there was one.
     pub fn remove(&mut self, peer: &PeerId) -> Option<Reservation> {
-        let key = PeerKey::new(*peer);
+        self.remove_key(PeerKey::new(*peer))
+    }
+
+    fn remove_key(&mut self, key: PeerKey) -> Option<Reservation> {
         let r = self.by_peer.remove(&key)?;
         self.deadlines.remove(&(r.expires_at, key));
         if let Some(count) = self.per_ip.get_mut(&r.group) {

@@ -394,15 +394,8 @@ impl SecureStream {
     /// Ciphertext to send on the circuit, in order. Still yields after a failure (the alert).
     #[must_use]
     pub fn poll_output(&mut self) -> Option<Bytes> {
-        let mut out = Vec::new();
-        while self.conn.wants_write() {
-            // Writing into a Vec cannot fail; stop rather than spin if it ever did.
-            match self.conn.write_tls(&mut out) {
-                Ok(0) | Err(_) => break,
-                Ok(_) => {}
-            }
-        }
-        (!out.is_empty()).then(|| Bytes::from(out))
+        let mut out = BytesMut::new();
+        self.write_output_into(&mut out).then(|| out.freeze())
     }
 
     /// Appends the ciphertext to send on the circuit to `out`, in order, as
@@ -464,22 +457,10 @@ impl SecureStream {
 
     /// Hands queued ciphertext to rustls while the unread plaintext is below [`READ_AHEAD`].
     fn pump(&mut self) -> Result<(), SecureStreamError> {
-        while !self.pending.is_empty() && self.unread < READ_AHEAD {
-            let mut reader: &[u8] = &self.pending;
-            let taken = match self.conn.read_tls(&mut reader) {
-                Ok(taken) => taken,
-                Err(error) => {
-                    return Err(self.fail(SecureStreamError::Buffering(error.to_string())));
-                }
-            };
-            if taken == 0 {
-                // rustls takes nothing after close_notify; what follows is to be ignored.
-                self.pending.clear();
-                break;
-            }
-            self.pending.advance(taken);
-            self.refresh()?;
-        }
+        let mut pending = std::mem::take(&mut self.pending);
+        let left = self.feed(&pending)?.len();
+        pending.advance(pending.len() - left);
+        self.pending = pending;
         if self.input_ended && self.pending.is_empty() && !self.eof_delivered {
             // Tell rustls about the end so a missing close_notify reads as truncation.
             self.eof_delivered = true;
