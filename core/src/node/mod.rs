@@ -179,11 +179,15 @@ pub struct Node {
     /// (about 0.8 KiB per connection at a relay's usual fill); boxed, each costs its own size plus
     /// a pointer (DESIGN §10 memory), and moving one out and back in is cheap.
     connections: BTreeMap<ConnectionId, Box<Conn>>,
+    /// The node id of every direct (QUIC) connection in `connections`, by quinn handle; its
+    /// length is the number of direct connections.
     by_handle: BTreeMap<ConnectionHandle, ConnectionId>,
     next_connection: u64,
     /// quinn-proto deadlines, one per connection, ordered.
     timers: BTreeSet<(Instant, ConnectionId)>,
-    /// Stream deadlines (negotiation, identify, ping), ordered; stale entries are skipped.
+    /// Stream deadlines (negotiation, identify, ping), ordered; stale entries (a stream that
+    /// finished, a connection that is gone) are skipped when they pass, so the set holds at
+    /// most the streams opened within the longest stream timeout (negotiation, request, ping).
     deadlines: BTreeSet<(Instant, ConnectionId, StreamKey)>,
     /// Connections touched since they were last polled for transmits.
     dirty: BTreeSet<ConnectionId>,
@@ -1047,15 +1051,9 @@ impl Node {
             self.timers.remove(&(at, id));
         }
         self.dirty.remove(&id);
-        let stale: Vec<_> = self
-            .deadlines
-            .iter()
-            .filter(|(_, c, _)| *c == id)
-            .copied()
-            .collect();
-        for key in stale {
-            self.deadlines.remove(&key);
-        }
+        // Its stream deadlines stay in `deadlines` until they pass and are skipped then
+        // (connection ids are never reused): removing them here would scan every deadline of
+        // every connection for each one that closes.
     }
 
     /// Declares a direct connection lost once nothing arrived from the peer for the whole

@@ -659,11 +659,9 @@ impl Node {
             return;
         };
         let (low, high) = server.limits.connection_watermarks();
-        let direct = self
-            .connections
-            .values()
-            .filter(|c| matches!(c.transport, Transport::Quic(_)))
-            .count();
+        // Every direct (QUIC) connection, and only those, has an entry in `by_handle`: a
+        // count without visiting each connection on every accepted handshake.
+        let direct = self.by_handle.len();
         if high == 0 || direct <= high as usize {
             return;
         }
