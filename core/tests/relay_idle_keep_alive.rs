@@ -98,6 +98,24 @@ fn the_client_sends_every_keep_alive_and_the_relay_answers_each_in_one_wake_up()
 }
 
 #[test]
+fn streams_that_finished_leave_no_timer_behind_at_the_relay() {
+    // Identify both ways and the RESERVE each had a deadline (negotiation, request) while they
+    // ran; once they finished, nothing should wake the relay at those deadlines. Watched over
+    // the 15 s after the reservation, which holds every one of them (the longest is 10 s).
+    let mut world = reserved_world(45);
+    let before = world.sim_node(0).wakeups;
+    let window = Duration::from_secs(15);
+    world.run_for(window);
+    let wakeups = world.sim_node(0).wakeups - before;
+    let intervals = window.as_secs() / KEEP_ALIVE.as_secs();
+    assert!(
+        wakeups <= intervals + 1,
+        "the relay was woken {wakeups} times in {intervals} keep-alive intervals"
+    );
+    assert!(world.is_connected(1, 0), "the connection stays up");
+}
+
+#[test]
 fn relay_drops_a_silent_client_within_its_idle_timeout() {
     let mut world = reserved_world(42);
     let silent_from = world.elapsed();

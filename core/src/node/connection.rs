@@ -1,6 +1,6 @@
 //! One QUIC connection and the streams the node runs on it.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::time::Instant;
 
 use bytes::{Buf, Bytes, BytesMut};
@@ -104,7 +104,6 @@ pub(crate) struct Ctx<'a> {
     pub(crate) events: &'a mut EventQueue,
     pub(crate) local: &'a LocalInfo,
     pub(crate) ping_rng: &'a mut ChaCha20Rng,
-    pub(crate) deadlines: &'a mut BTreeSet<(Instant, ConnectionId, StreamKey)>,
     pub(crate) actions: &'a mut Vec<Action>,
 }
 
@@ -363,7 +362,6 @@ impl Conn {
                 entry.pending_write.extend_from_slice(&bytes);
             }
         }
-        ctx.deadlines.insert((deadline, ctx.id, id));
         self.streams.insert(id, Box::new(entry));
         self.flush(id);
         Some(id)
@@ -404,7 +402,6 @@ impl Conn {
                 deadline,
             })),
         );
-        ctx.deadlines.insert((deadline, ctx.id, id));
         self.on_readable(id, ctx);
     }
 
@@ -659,7 +656,6 @@ impl Conn {
                 entry.kind = StreamKind::IdentifyFetch { buffer, deadline };
                 // We send nothing on an identify request stream.
                 entry.finish_when_flushed = true;
-                ctx.deadlines.insert((deadline, ctx.id, id));
                 self.flush(id);
             }
             Purpose::Ping => {
@@ -680,7 +676,6 @@ impl Conn {
                     Err(error) => Err(*error),
                 };
                 entry.kind = StreamKind::PingOut { pinger, deadline };
-                ctx.deadlines.insert((deadline, ctx.id, id));
                 self.flush(id);
                 if let Err(error) = early {
                     self.fail_ping(id, error.to_string(), ctx);
@@ -712,7 +707,6 @@ impl Conn {
             decoder: FrameDecoder::new(MAX_MESSAGE_SIZE),
             deadline,
         };
-        ctx.deadlines.insert((deadline, ctx.id, id));
         if !remaining.is_empty() {
             self.on_stream_data(id, remaining, ctx);
         }
@@ -1018,20 +1012,31 @@ impl Conn {
         }
     }
 
-    /// A stream deadline passed: if the stream is still waiting, reset it and report.
-    pub(crate) fn expire_stream(&mut self, id: StreamKey, deadline: Instant, ctx: &mut Ctx<'_>) {
-        let still_waiting = self
+    /// The earliest deadline of a stream still waiting (negotiation, identify, ping, relay
+    /// request): a connection has few streams, and scanning them when its timer is refreshed
+    /// means a stream that finished leaves no timer behind.
+    pub(crate) fn next_stream_deadline(&self) -> Option<Instant> {
+        self.streams
+            .values()
+            .filter_map(|e| e.kind.deadline())
+            .min()
+    }
+
+    /// Resets and reports every stream whose deadline is `now` or earlier.
+    pub(crate) fn expire_streams(&mut self, ctx: &mut Ctx<'_>) {
+        let now = ctx.now;
+        let expired: Vec<StreamKey> = self
             .streams
-            .get(&id)
-            .and_then(|e| e.kind.deadline())
-            .is_some_and(|d| d == deadline);
-        if !still_waiting {
-            return;
+            .iter()
+            .filter(|(_, e)| e.kind.deadline().is_some_and(|d| d <= now))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in expired {
+            if let Some(entry) = self.streams.remove(&id) {
+                self.report_stream_failure(id, &entry.kind, StreamOpenFailure::TimedOut, ctx);
+            }
+            self.abort_stream(id, CODE_TIMED_OUT);
         }
-        if let Some(entry) = self.streams.remove(&id) {
-            self.report_stream_failure(id, &entry.kind, StreamOpenFailure::TimedOut, ctx);
-        }
-        self.abort_stream(id, CODE_TIMED_OUT);
     }
 }
 

@@ -183,12 +183,8 @@ pub struct Node {
     /// length is the number of direct connections.
     by_handle: BTreeMap<ConnectionHandle, ConnectionId>,
     next_connection: u64,
-    /// quinn-proto deadlines, one per connection, ordered.
+    /// Each connection's next deadline (see `refresh_timer`), one entry per connection, ordered.
     timers: BTreeSet<(Instant, ConnectionId)>,
-    /// Stream deadlines (negotiation, identify, ping), ordered; stale entries (a stream that
-    /// finished, a connection that is gone) are skipped when they pass, so the set holds at
-    /// most the streams opened within the longest stream timeout (negotiation, request, ping).
-    deadlines: BTreeSet<(Instant, ConnectionId, StreamKey)>,
     /// Connections touched since they were last polled for transmits.
     dirty: BTreeSet<ConnectionId>,
     responses: VecDeque<(Transmit, Bytes)>,
@@ -320,7 +316,6 @@ impl Node {
             by_handle: BTreeMap::new(),
             next_connection: 0,
             timers: BTreeSet::new(),
-            deadlines: BTreeSet::new(),
             dirty: BTreeSet::new(),
             responses: VecDeque::new(),
             events,
@@ -506,16 +501,9 @@ impl Node {
                     quic.handle_timeout(now);
                 }
             }
+            self.with_ctx(id, |conn, ctx| conn.expire_streams(ctx));
             self.process(id);
             self.check_liveness(id, now);
-        }
-        while let Some(&(at, id, stream)) = self.deadlines.first() {
-            if at > now {
-                break;
-            }
-            self.deadlines.remove(&(at, id, stream));
-            self.with_ctx(id, |conn, ctx| conn.expire_stream(stream, at, ctx));
-            self.process(id);
         }
         self.relay_timeouts(now);
         self.client_timeouts(now);
@@ -808,7 +796,6 @@ impl Node {
             self.refresh_timer(id);
         }
         let next_timer = self.timers.first().map(|&(at, _)| at);
-        let next_deadline = self.deadlines.first().map(|&(at, _, _)| at);
         let relay_deadline = self.relay.as_ref().and_then(|r| r.next_deadline());
         let client_deadline = self.client.next_deadline();
         let autorelay_deadline = self.autorelay_deadline();
@@ -816,7 +803,6 @@ impl Node {
         let wake = [
             dial_deadline,
             next_timer,
-            next_deadline,
             relay_deadline,
             client_deadline,
             autorelay_deadline,
@@ -900,7 +886,6 @@ impl Node {
             events: &mut self.events,
             local: &self.local,
             ping_rng: &mut self.ping_rng,
-            deadlines: &mut self.deadlines,
             actions: &mut self.actions,
         };
         let result = f(conn, &mut ctx);
@@ -1051,9 +1036,6 @@ impl Node {
             self.timers.remove(&(at, id));
         }
         self.dirty.remove(&id);
-        // Its stream deadlines stay in `deadlines` until they pass and are skipped then
-        // (connection ids are never reused): removing them here would scan every deadline of
-        // every connection for each one that closes.
     }
 
     /// Declares a direct connection lost once nothing arrived from the peer for the whole
@@ -1082,18 +1064,27 @@ impl Node {
         self.process(id);
     }
 
+    /// Registers the connection's next deadline in `timers`: quinn-proto's timer and our
+    /// liveness check for a direct connection, and the earliest stream deadline for any
+    /// connection.
     fn refresh_timer(&mut self, id: ConnectionId) {
         let Some(conn) = self.connections.get_mut(&id) else {
             return;
         };
-        let Some(quic) = conn.transport.quic() else {
-            return;
+        let streams = conn.next_stream_deadline();
+        let (quic, liveness) = match conn.transport.quic() {
+            Some(quic) => (
+                quic.poll_timeout(),
+                match conn.state {
+                    ConnState::Established => {
+                        conn.last_rx.map(|at| at + self.local.config.idle_timeout)
+                    }
+                    _ => None,
+                },
+            ),
+            None => (None, None),
         };
-        let liveness = match conn.state {
-            ConnState::Established => conn.last_rx.map(|at| at + self.local.config.idle_timeout),
-            _ => None,
-        };
-        let next = [quic.poll_timeout(), liveness].into_iter().flatten().min();
+        let next = [quic, liveness, streams].into_iter().flatten().min();
         if next == conn.registered_timer {
             return;
         }
