@@ -124,8 +124,11 @@ pub(crate) struct Conn {
     /// one live entry, so inline entries cost a 2.6 KiB leaf per connection (DESIGN §10 memory).
     pub(crate) streams: BTreeMap<StreamKey, Box<StreamEntry>>,
     pub(crate) ping_in_flight: Option<StreamKey>,
-    /// The quinn-proto deadline currently registered in the node's timer set.
+    /// The deadline currently registered in the node's timer set (see `Node::refresh_timer`).
     pub(crate) registered_timer: Option<Instant>,
+    /// Some stream may be waiting on a deadline: set when a stream is given one, cleared when
+    /// a scan finds none, so a busy connection's streams are not all scanned at every refresh.
+    pub(crate) stream_deadlines_armed: bool,
     /// When the last datagram of this (direct) connection arrived: the liveness clock.
     pub(crate) last_rx: Option<Instant>,
 }
@@ -148,6 +151,7 @@ impl Conn {
             streams: BTreeMap::new(),
             ping_in_flight: None,
             registered_timer: None,
+            stream_deadlines_armed: false,
             last_rx: None,
         }
     }
@@ -362,6 +366,7 @@ impl Conn {
                 entry.pending_write.extend_from_slice(&bytes);
             }
         }
+        self.stream_deadlines_armed = true;
         self.streams.insert(id, Box::new(entry));
         self.flush(id);
         Some(id)
@@ -402,6 +407,7 @@ impl Conn {
                 deadline,
             })),
         );
+        self.stream_deadlines_armed = true;
         self.on_readable(id, ctx);
     }
 
@@ -656,6 +662,7 @@ impl Conn {
                 entry.kind = StreamKind::IdentifyFetch { buffer, deadline };
                 // We send nothing on an identify request stream.
                 entry.finish_when_flushed = true;
+                self.stream_deadlines_armed = true;
                 self.flush(id);
             }
             Purpose::Ping => {
@@ -676,6 +683,7 @@ impl Conn {
                     Err(error) => Err(*error),
                 };
                 entry.kind = StreamKind::PingOut { pinger, deadline };
+                self.stream_deadlines_armed = true;
                 self.flush(id);
                 if let Err(error) = early {
                     self.fail_ping(id, error.to_string(), ctx);
@@ -707,6 +715,7 @@ impl Conn {
             decoder: FrameDecoder::new(MAX_MESSAGE_SIZE),
             deadline,
         };
+        self.stream_deadlines_armed = true;
         if !remaining.is_empty() {
             self.on_stream_data(id, remaining, ctx);
         }
@@ -1015,15 +1024,24 @@ impl Conn {
     /// The earliest deadline of a stream still waiting (negotiation, identify, ping, relay
     /// request): a connection has few streams, and scanning them when its timer is refreshed
     /// means a stream that finished leaves no timer behind.
-    pub(crate) fn next_stream_deadline(&self) -> Option<Instant> {
-        self.streams
+    pub(crate) fn next_stream_deadline(&mut self) -> Option<Instant> {
+        if !self.stream_deadlines_armed {
+            return None;
+        }
+        let next = self
+            .streams
             .values()
             .filter_map(|e| e.kind.deadline())
-            .min()
+            .min();
+        self.stream_deadlines_armed = next.is_some();
+        next
     }
 
     /// Resets and reports every stream whose deadline is `now` or earlier.
     pub(crate) fn expire_streams(&mut self, ctx: &mut Ctx<'_>) {
+        if !self.stream_deadlines_armed {
+            return;
+        }
         let now = ctx.now;
         let expired: Vec<StreamKey> = self
             .streams
