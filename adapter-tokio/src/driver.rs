@@ -18,7 +18,7 @@ use dep2p_core::autorelay::{CandidateSource, SwitchReason};
 use dep2p_core::identity::PeerId;
 use dep2p_core::node::{
     CircuitDialId, ClientReservation, ConnectionFailure, ConnectionId, Event, Node, NodeStats,
-    Output, ReadOutcome, RelayStats, StreamHandle, StreamOpenFailure,
+    Output, ReadOutcome, RelayStats, StreamError, StreamHandle, StreamOpenFailure,
 };
 use multiaddr::Multiaddr;
 use tokio::sync::{broadcast, mpsc, oneshot};
@@ -26,6 +26,7 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use crate::handle::{AdapterEvent, Error, InboundStream};
 use crate::io::UdpIo;
 use crate::metrics::Metrics;
+use crate::parked_opens::{self, ParkedOpen, ParkedOpens};
 
 /// Reply channel of a command.
 pub(crate) type Reply<T> = oneshot::Sender<Result<T, Error>>;
@@ -151,6 +152,8 @@ pub(crate) struct Driver {
     dials: BTreeMap<ConnectionId, Reply<ConnectionId>>,
     reserves: BTreeMap<ConnectionId, Reply<ClientReservation>>,
     opens: BTreeMap<StreamHandle, Reply<StreamHandle>>,
+    /// Opens waiting for the peer's stream credit (see `parked_opens`).
+    parked_opens: ParkedOpens<ConnectionId>,
     pings: BTreeMap<ConnectionId, Reply<Duration>>,
     reads: BTreeMap<StreamHandle, (usize, Reply<Option<Bytes>>)>,
     writes: BTreeMap<StreamHandle, (Bytes, Reply<()>)>,
@@ -201,6 +204,7 @@ impl Driver {
             dials: BTreeMap::new(),
             reserves: BTreeMap::new(),
             opens: BTreeMap::new(),
+            parked_opens: ParkedOpens::default(),
             pings: BTreeMap::new(),
             reads: BTreeMap::new(),
             writes: BTreeMap::new(),
@@ -272,16 +276,22 @@ impl Driver {
                 }
                 () = &mut sleep => {
                     sleep_at = None;
-                    self.node.handle_timeout(Instant::now());
+                    let now = Instant::now();
+                    self.expire_parked_opens(now);
+                    self.node.handle_timeout(now);
                 }
             }
         }
     }
 
     fn deadline(&self) -> Instant {
-        match &self.draining {
-            Some(draining) => self.wake.min(draining.until),
+        let wake = match self.parked_opens.next_deadline() {
+            Some(at) => self.wake.min(at),
             None => self.wake,
+        };
+        match &self.draining {
+            Some(draining) => wake.min(draining.until),
+            None => wake,
         }
     }
 
@@ -349,6 +359,7 @@ impl Driver {
                 }
                 self.closed.push_back((*connection, failure.clone()));
             }
+            Event::StreamsAvailable { connection } => self.open_parked(*connection),
             Event::ReservationAccepted {
                 connection, relay, ..
             } => {
@@ -477,8 +488,68 @@ impl Driver {
     }
 
     /// Fails every waiter on a connection that ended.
+    /// Opens a stream, or parks the open while the peer's stream credit is used up: behind
+    /// earlier parked opens of the connection, so opens keep their order. Gives the open back
+    /// when it must wait but cannot.
+    fn try_open(&mut self, connection: ConnectionId, open: ParkedOpen) -> Result<(), ParkedOpen> {
+        match self
+            .node
+            .open_stream(Instant::now(), connection, &open.protocol)
+        {
+            Ok(stream) => {
+                self.opens.insert(stream, open.reply);
+                Ok(())
+            }
+            Err(StreamError::TooManyStreams(_)) => Err(open),
+            Err(error) => {
+                let _ = open.reply.send(Err(Error::Stream(error)));
+                Ok(())
+            }
+        }
+    }
+
+    fn open_or_park(&mut self, connection: ConnectionId, open: ParkedOpen) {
+        let open = if self.parked_opens.is_waiting(connection) {
+            open
+        } else {
+            match self.try_open(connection, open) {
+                Ok(()) => return,
+                Err(open) => open,
+            }
+        };
+        if let Err(open) = self.parked_opens.park(connection, open) {
+            let _ = open
+                .reply
+                .send(Err(parked_opens::no_credit(connection, None)));
+        }
+    }
+
+    /// The peer raised its stream credit: opens the parked opens, oldest first, while it lasts.
+    fn open_parked(&mut self, connection: ConnectionId) {
+        // Each pass takes one open out of a queue of at most MAX_PARKED_OPENS.
+        while let Some(open) = self.parked_opens.pop(connection) {
+            if let Err(open) = self.try_open(connection, open) {
+                self.parked_opens.unpop(connection, open);
+                return;
+            }
+        }
+    }
+
+    /// Fails the parked opens whose wait is over.
+    fn expire_parked_opens(&mut self, now: Instant) {
+        let waited = self.node.request_timeout();
+        for (connection, open) in self.parked_opens.expire(now) {
+            let _ = open
+                .reply
+                .send(Err(parked_opens::no_credit(connection, Some(waited))));
+        }
+    }
+
     fn fail_connection(&mut self, connection: ConnectionId, failure: &ConnectionFailure) {
         let closed = || Error::ConnectionClosed(failure.clone());
+        for open in self.parked_opens.take_all(connection) {
+            let _ = open.reply.send(Err(closed()));
+        }
         if let Some(reply) = self.dials.remove(&connection) {
             let _ = reply.send(Err(closed()));
         }
@@ -565,14 +636,17 @@ impl Driver {
                 connection,
                 protocol,
                 reply,
-            } => match self.node.open_stream(now, connection, &protocol) {
-                Ok(stream) => {
-                    self.opens.insert(stream, reply);
-                }
-                Err(error) => {
-                    let _ = reply.send(Err(Error::Stream(error)));
-                }
-            },
+            } => {
+                let deadline = now + self.node.request_timeout();
+                self.open_or_park(
+                    connection,
+                    ParkedOpen {
+                        protocol,
+                        reply,
+                        deadline,
+                    },
+                );
+            }
             Command::Write {
                 stream,
                 data,
@@ -633,7 +707,7 @@ impl Driver {
                     let _ = data.split_to(n);
                 }
                 // Still negotiating (a stream handed out before its ready event): wait.
-                Err(dep2p_core::node::StreamError::Negotiating(_)) => {
+                Err(StreamError::Negotiating(_)) => {
                     self.writes.insert(stream, (data, reply));
                     return;
                 }
@@ -654,7 +728,7 @@ impl Driver {
             Ok(ReadOutcome::Finished) => {
                 let _ = reply.send(Ok(None));
             }
-            Ok(ReadOutcome::Blocked) | Err(dep2p_core::node::StreamError::Negotiating(_)) => {
+            Ok(ReadOutcome::Blocked) | Err(StreamError::Negotiating(_)) => {
                 self.reads.insert(stream, (max, reply));
             }
             Err(error) => {

@@ -44,6 +44,16 @@ pub enum Error {
     /// A stream could not be opened for its protocol.
     #[error("stream refused: {0}")]
     StreamOpen(StreamOpenFailure),
+    /// [`NodeHandle::open_stream`] found the peer's stream credit used up and could not wait
+    /// for more: the peer raised none within the node's request timeout, or
+    /// [`MAX_PARKED_OPENS`](crate::MAX_PARKED_OPENS) opens already waited on the connection.
+    #[error("no stream credit on {connection}: {reason}")]
+    NoStreamCredit {
+        /// The connection.
+        connection: ConnectionId,
+        /// Why the open stopped waiting.
+        reason: String,
+    },
     /// A ping failed.
     #[error("ping failed: {0}")]
     Ping(String),
@@ -341,7 +351,10 @@ impl NodeHandle {
             .await
     }
 
-    /// Opens a stream for `protocol` and waits until the peer accepted it.
+    /// Opens a stream for `protocol` and waits until the peer accepted it. When the peer's
+    /// stream credit is used up (a relay gives 8 streams at first and more a round trip later),
+    /// the open waits for more, in order, for at most the node's request timeout, and fails
+    /// with [`Error::NoStreamCredit`] after it.
     pub async fn open_stream(
         &self,
         connection: ConnectionId,

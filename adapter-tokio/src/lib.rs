@@ -40,6 +40,8 @@ mod driver;
 mod handle;
 mod io;
 pub mod metrics;
+mod parked_opens;
 
 pub use driver::{CircuitConnection, RelaySwitch, Snapshot};
 pub use handle::{AdapterEvent, Error, InboundStream, NodeHandle, NodeOptions, StartError, Stream};
+pub use parked_opens::MAX_PARKED_OPENS;

@@ -136,3 +136,52 @@ fn a_node_that_is_no_relay_gives_the_full_stream_credit_at_once() {
         "all 12 streams negotiated"
     );
 }
+
+#[test]
+fn opens_beyond_a_relays_first_credit_are_refused_and_stream_credit_events_say_when_to_retry() {
+    let mut world = World::new(78);
+    let mut config = NodeConfig::default();
+    config
+        .relay_server(Some(RelayLimits::default()))
+        .protocol("/app/1.0.0");
+    let relay = world.add_node(config);
+    let mut app = NodeConfig::default();
+    app.protocol("/app/1.0.0");
+    let node = world.add_node(app);
+    world.connect(node, relay);
+    assert!(world.run_until(SETTLE, |w| w.is_connected(node, relay)
+        && w.is_connected(relay, node)));
+    let conn = established(&world, node, relay);
+    // Let identify finish, so only our opens hold streams.
+    world.run_for(Duration::from_secs(1));
+    let mut opened = 0;
+    let mut refused = 0;
+    for _ in 0..12 {
+        match world.command(node, |n, now| n.open_stream(now, conn, "/app/1.0.0")) {
+            Ok(_) => opened += 1,
+            Err(dep2p_core::node::StreamError::TooManyStreams(c)) => {
+                assert_eq!(c, conn);
+                refused += 1;
+            }
+            Err(other) => panic!("unexpected error {other}"),
+        }
+    }
+    // The relay's first credit is 8, one of which identify may still hold.
+    assert!(
+        (7..=8).contains(&opened) && opened + refused == 12,
+        "{opened} opened, {refused} refused"
+    );
+    let available = |w: &World| {
+        w.events(node)
+            .any(|e| matches!(e, Event::StreamsAvailable { connection } if *connection == conn))
+    };
+    assert!(
+        world.run_until(SETTLE, available),
+        "the node reports the relay's raised credit"
+    );
+    for i in 0..refused {
+        world
+            .command(node, |n, now| n.open_stream(now, conn, "/app/1.0.0"))
+            .unwrap_or_else(|e| panic!("retry {i} opens: {e}"));
+    }
+}

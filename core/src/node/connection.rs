@@ -203,6 +203,8 @@ impl Conn {
                 quinn_proto::Event::Stream(StreamEvent::Available { dir: Dir::Bi }) => {
                     ctx.actions
                         .push(Action::StreamsAvailable { connection: ctx.id });
+                    ctx.events
+                        .push(Event::StreamsAvailable { connection: ctx.id });
                 }
                 quinn_proto::Event::Stream(StreamEvent::Available { dir: Dir::Uni }) => {}
                 quinn_proto::Event::DatagramReceived | quinn_proto::Event::DatagramsUnblocked => {}

@@ -58,7 +58,8 @@ pub enum StreamError {
     /// The stream belongs to a protocol the node runs itself (identify, ping).
     #[error("{0} is driven by the node, not the application")]
     NotApplicationStream(StreamHandle),
-    /// The peer's stream limit is reached; wait for a stream to close.
+    /// The peer's stream limit is reached: try again after
+    /// [`Event::StreamsAvailable`](super::Event::StreamsAvailable) for this connection.
     #[error("the peer allows no more streams on {0}")]
     TooManyStreams(ConnectionId),
     /// The protocol id is not one multistream-select can carry.

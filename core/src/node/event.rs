@@ -177,6 +177,14 @@ pub enum Event {
         /// What each attempt ran into, in order.
         errors: Vec<String>,
     },
+    /// The peer raised how many streams we may open on `connection` (QUIC MAX_STREAMS): an
+    /// open refused with [`StreamError::TooManyStreams`](super::StreamError::TooManyStreams)
+    /// ([`Node::open_stream`](super::Node::open_stream), [`Node::ping`](super::Node::ping),
+    /// [`Node::reserve`](super::Node::reserve)) may be tried again now.
+    StreamsAvailable {
+        /// The connection.
+        connection: ConnectionId,
+    },
     /// The peer asked us to stop sending; further writes fail.
     StreamStopped {
         /// The stream.

@@ -367,6 +367,14 @@ impl Node {
             .map(|q| q.max_concurrent_streams(quinn_proto::Dir::Bi))
     }
 
+    /// How long the node waits for a peer's answer to a request: stream negotiation, and on a
+    /// relay the relay protocol's `request_timeout`. A circuit dial waits as long for stream
+    /// credit; the tokio adapter's `open_stream` too.
+    #[must_use]
+    pub fn request_timeout(&self) -> Duration {
+        self.local.request_timeout
+    }
+
     /// The relay a relayed connection goes through (`None` for a direct or unknown one).
     #[must_use]
     pub fn connection_relay(&self, connection: ConnectionId) -> Option<PeerId> {
