@@ -90,7 +90,7 @@ async fn a_burst_of_opens_to_a_relay_all_succeed_beyond_its_first_stream_credit(
 
 #[tokio::test]
 async fn an_open_that_gets_no_stream_credit_fails_after_the_request_timeout_naming_it() {
-    // A server that allows 2 streams and never more; the client waits at most 300 ms.
+    // A server that allows 2 streams and never more; the client waits at most 1 s.
     let mut server_config = NodeConfig::default();
     server_config
         .protocol(APP)
@@ -108,7 +108,7 @@ async fn an_open_that_gets_no_stream_credit_fails_after_the_request_timeout_nami
     let mut client_config = NodeConfig::default();
     client_config
         .protocol(APP)
-        .negotiation_timeout(Duration::from_millis(300));
+        .negotiation_timeout(Duration::from_secs(1));
     let client = spawn(client_config, 4);
     let conn = tokio::time::timeout(LIMIT, client.dial(server.local_addr(), server.peer_id()))
         .await
@@ -126,7 +126,7 @@ async fn an_open_that_gets_no_stream_credit_fails_after_the_request_timeout_nami
     match third {
         Err(Error::NoStreamCredit { connection, reason }) => {
             assert_eq!(connection, conn);
-            assert!(reason.contains("300ms"), "{reason}");
+            assert!(reason.contains("within 1s"), "{reason}");
         }
         other => panic!("expected NoStreamCredit, got {other:?}"),
     }
