@@ -688,10 +688,11 @@ impl Node {
     /// Removes a relayed connection that is closed, and its circuit stream: finished after
     /// the last bytes (yamux go-away, TLS close_notify) when `graceful`, reset otherwise.
     pub(crate) fn forget_relayed(&mut self, relayed: ConnectionId, graceful: bool) {
-        let Some(conn) = self.connections.remove(&relayed) else {
+        let Some(mut conn) = self.connections.remove(&relayed) else {
             return;
         };
-        self.dirty.remove(&relayed);
+        // Its timer (a stream deadline), its dirty mark.
+        self.forget_connection(relayed, &mut conn);
         self.relayed_dirty.remove(&relayed);
         let Transport::Relayed(mut r) = conn.transport else {
             return;
