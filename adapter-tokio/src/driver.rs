@@ -18,7 +18,8 @@ use dep2p_core::autorelay::{CandidateSource, SwitchReason};
 use dep2p_core::identity::PeerId;
 use dep2p_core::node::{
     CircuitDialId, ClientReservation, ConnectionFailure, ConnectionId, Event, Node, NodeStats,
-    Output, ReadOutcome, RelayStats, StreamError, StreamHandle, StreamOpenFailure,
+    Output, PingError, ReadOutcome, RelayStats, ReserveError, StreamError, StreamHandle,
+    StreamOpenFailure,
 };
 use multiaddr::Multiaddr;
 use tokio::sync::{broadcast, mpsc, oneshot};
@@ -26,7 +27,7 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use crate::handle::{AdapterEvent, Error, InboundStream};
 use crate::io::UdpIo;
 use crate::metrics::Metrics;
-use crate::parked_opens::{self, ParkedOpen, ParkedOpens};
+use crate::parked_opens::{self, ParkedOpen, ParkedOpens, ParkedRequest};
 
 /// Reply channel of a command.
 pub(crate) type Reply<T> = oneshot::Sender<Result<T, Error>>;
@@ -488,24 +489,58 @@ impl Driver {
     }
 
     /// Fails every waiter on a connection that ended.
-    /// Opens a stream, or parks the open while the peer's stream credit is used up: behind
-    /// earlier parked opens of the connection, so opens keep their order. Gives the open back
-    /// when it must wait but cannot.
+    /// Starts a parked request's stream (application stream, RESERVE or ping); gives the request
+    /// back when the peer's stream credit is used up, and answers it when it fails otherwise.
     fn try_open(&mut self, connection: ConnectionId, open: ParkedOpen) -> Result<(), ParkedOpen> {
-        match self
-            .node
-            .open_stream(Instant::now(), connection, &open.protocol)
-        {
-            Ok(stream) => {
-                self.opens.insert(stream, open.reply);
-                Ok(())
+        let now = Instant::now();
+        let no_credit = |e: &StreamError| matches!(e, StreamError::TooManyStreams(_));
+        match open.request {
+            ParkedRequest::Stream { protocol, reply } => {
+                match self.node.open_stream(now, connection, &protocol) {
+                    Ok(stream) => {
+                        self.opens.insert(stream, reply);
+                    }
+                    Err(error) if no_credit(&error) => {
+                        return Err(ParkedOpen {
+                            request: ParkedRequest::Stream { protocol, reply },
+                            deadline: open.deadline,
+                        });
+                    }
+                    Err(error) => {
+                        let _ = reply.send(Err(Error::Stream(error)));
+                    }
+                }
             }
-            Err(StreamError::TooManyStreams(_)) => Err(open),
-            Err(error) => {
-                let _ = open.reply.send(Err(Error::Stream(error)));
-                Ok(())
-            }
+            ParkedRequest::Reserve { reply } => match self.node.reserve(now, connection) {
+                Ok(()) => {
+                    self.reserves.insert(connection, reply);
+                }
+                Err(ReserveError::Stream(error)) if no_credit(&error) => {
+                    return Err(ParkedOpen {
+                        request: ParkedRequest::Reserve { reply },
+                        deadline: open.deadline,
+                    });
+                }
+                Err(error) => {
+                    let _ = reply.send(Err(Error::Reservation(error.to_string())));
+                }
+            },
+            ParkedRequest::Ping { reply } => match self.node.ping(now, connection) {
+                Ok(()) => {
+                    self.pings.insert(connection, reply);
+                }
+                Err(PingError::Stream(error)) if no_credit(&error) => {
+                    return Err(ParkedOpen {
+                        request: ParkedRequest::Ping { reply },
+                        deadline: open.deadline,
+                    });
+                }
+                Err(error) => {
+                    let _ = reply.send(Err(Error::Ping(error.to_string())));
+                }
+            },
         }
+        Ok(())
     }
 
     fn open_or_park(&mut self, connection: ConnectionId, open: ParkedOpen) {
@@ -518,9 +553,7 @@ impl Driver {
             }
         };
         if let Err(open) = self.parked_opens.park(connection, open) {
-            let _ = open
-                .reply
-                .send(Err(parked_opens::no_credit(connection, None)));
+            open.request.fail(parked_opens::no_credit(connection, None));
         }
     }
 
@@ -539,16 +572,15 @@ impl Driver {
     fn expire_parked_opens(&mut self, now: Instant) {
         let waited = self.node.request_timeout();
         for (connection, open) in self.parked_opens.expire(now) {
-            let _ = open
-                .reply
-                .send(Err(parked_opens::no_credit(connection, Some(waited))));
+            open.request
+                .fail(parked_opens::no_credit(connection, Some(waited)));
         }
     }
 
     fn fail_connection(&mut self, connection: ConnectionId, failure: &ConnectionFailure) {
         let closed = || Error::ConnectionClosed(failure.clone());
         for open in self.parked_opens.take_all(connection) {
-            let _ = open.reply.send(Err(closed()));
+            open.request.fail(closed());
         }
         if let Some(reply) = self.dials.remove(&connection) {
             let _ = reply.send(Err(closed()));
@@ -624,14 +656,16 @@ impl Driver {
             Command::AddRelayCandidates { candidates, source } => {
                 self.node.add_relay_candidates(now, &candidates, source);
             }
-            Command::Reserve { connection, reply } => match self.node.reserve(now, connection) {
-                Ok(()) => {
-                    self.reserves.insert(connection, reply);
-                }
-                Err(error) => {
-                    let _ = reply.send(Err(Error::Reservation(error.to_string())));
-                }
-            },
+            Command::Reserve { connection, reply } => {
+                let deadline = now + self.node.request_timeout();
+                self.open_or_park(
+                    connection,
+                    ParkedOpen {
+                        request: ParkedRequest::Reserve { reply },
+                        deadline,
+                    },
+                );
+            }
             Command::OpenStream {
                 connection,
                 protocol,
@@ -641,8 +675,7 @@ impl Driver {
                 self.open_or_park(
                     connection,
                     ParkedOpen {
-                        protocol,
-                        reply,
+                        request: ParkedRequest::Stream { protocol, reply },
                         deadline,
                     },
                 );
@@ -662,14 +695,16 @@ impl Driver {
                 self.writes.remove(&stream);
                 let _ = self.node.reset(now, stream, code);
             }
-            Command::Ping { connection, reply } => match self.node.ping(now, connection) {
-                Ok(()) => {
-                    self.pings.insert(connection, reply);
-                }
-                Err(error) => {
-                    let _ = reply.send(Err(Error::Ping(error.to_string())));
-                }
-            },
+            Command::Ping { connection, reply } => {
+                let deadline = now + self.node.request_timeout();
+                self.open_or_park(
+                    connection,
+                    ParkedOpen {
+                        request: ParkedRequest::Ping { reply },
+                        deadline,
+                    },
+                );
+            }
             Command::Close { connection, code } => {
                 let _ = self.node.close(now, connection, code, b"");
             }

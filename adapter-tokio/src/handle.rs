@@ -44,9 +44,10 @@ pub enum Error {
     /// A stream could not be opened for its protocol.
     #[error("stream refused: {0}")]
     StreamOpen(StreamOpenFailure),
-    /// [`NodeHandle::open_stream`] found the peer's stream credit used up and could not wait
+    /// [`NodeHandle::open_stream`] (or [`reserve`](NodeHandle::reserve),
+    /// [`ping`](NodeHandle::ping)) found the peer's stream credit used up and could not wait
     /// for more: the peer raised none within the node's request timeout, or
-    /// [`MAX_PARKED_OPENS`](crate::MAX_PARKED_OPENS) opens already waited on the connection.
+    /// [`MAX_PARKED_OPENS`](crate::MAX_PARKED_OPENS) requests already waited on the connection.
     #[error("no stream credit on {connection}: {reason}")]
     NoStreamCredit {
         /// The connection.
@@ -346,6 +347,7 @@ impl NodeHandle {
     }
 
     /// Reserves a slot on the relay at the other end of `connection` (renewed automatically).
+    /// Waits for stream credit as [`open_stream`](Self::open_stream) does.
     pub async fn reserve(&self, connection: ConnectionId) -> Result<ClientReservation, Error> {
         self.call(|reply| Command::Reserve { connection, reply })
             .await
@@ -376,7 +378,8 @@ impl NodeHandle {
         self.shared.inbound.lock().await.recv().await
     }
 
-    /// Measures the round trip to the peer of `connection`.
+    /// Measures the round trip to the peer of `connection`. Waits for stream credit as
+    /// [`open_stream`](Self::open_stream) does.
     pub async fn ping(&self, connection: ConnectionId) -> Result<Duration, Error> {
         self.call(|reply| Command::Ping { connection, reply }).await
     }

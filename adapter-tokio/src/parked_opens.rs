@@ -3,26 +3,56 @@
 //! The core refuses an open at once with `StreamError::TooManyStreams` when the peer's QUIC
 //! stream credit is used up, and reports `Event::StreamsAvailable` when the peer raises it (a
 //! relay starts inbound connections with a small credit and raises it one round trip after the
-//! peer uses half of it). `open_stream` callers of the adapter should not see that refusal: the
-//! driver parks their open here, in order, and tries again on the event, for at most the node's
-//! request timeout. The queue per connection is bounded.
+//! peer uses half of it). Callers of the adapter's `open_stream`, `reserve` and `ping` should not
+//! see that refusal: the driver parks their request here, in order, and tries again on the
+//! event, for at most the node's request timeout. The queue per connection is bounded.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
 
-use dep2p_core::node::{ConnectionId, StreamHandle};
+use dep2p_core::node::{ClientReservation, ConnectionId, StreamHandle};
 
 use crate::Error;
 use crate::driver::Reply;
 
-/// Opens that may wait for credit on one connection; beyond it, an open fails at once.
+/// Requests that may wait for credit on one connection; beyond it, one fails at once.
 pub const MAX_PARKED_OPENS: usize = 64;
 
-/// One open waiting for credit.
+/// What a parked request opens a stream for, with the caller waiting for its answer.
+#[derive(Debug)]
+pub(crate) enum ParkedRequest {
+    /// An application stream for `protocol`.
+    Stream {
+        protocol: String,
+        reply: Reply<StreamHandle>,
+    },
+    /// A RESERVE on a relay.
+    Reserve { reply: Reply<ClientReservation> },
+    /// A ping.
+    Ping { reply: Reply<Duration> },
+}
+
+impl ParkedRequest {
+    /// Answers the caller with `error`.
+    pub(crate) fn fail(self, error: Error) {
+        match self {
+            Self::Stream { reply, .. } => {
+                let _ = reply.send(Err(error));
+            }
+            Self::Reserve { reply } => {
+                let _ = reply.send(Err(error));
+            }
+            Self::Ping { reply } => {
+                let _ = reply.send(Err(error));
+            }
+        }
+    }
+}
+
+/// One request waiting for credit.
 #[derive(Debug)]
 pub(crate) struct ParkedOpen {
-    pub(crate) protocol: String,
-    pub(crate) reply: Reply<StreamHandle>,
+    pub(crate) request: ParkedRequest,
     pub(crate) deadline: Instant,
 }
 
@@ -114,14 +144,16 @@ impl<C: Ord + Copy> ParkedOpens<C> {
     }
 }
 
-/// The error an open gets when its connection still had no stream credit after `waited`, or
-/// had [`MAX_PARKED_OPENS`] opens waiting already.
+/// The error a request gets when its connection still had no stream credit after `waited`, or
+/// had [`MAX_PARKED_OPENS`] requests waiting already.
 pub(crate) fn no_credit(connection: ConnectionId, waited: Option<Duration>) -> Error {
     Error::NoStreamCredit {
         connection,
         reason: match waited {
             Some(waited) => format!("the peer raised no stream credit within {waited:?}"),
-            None => format!("{MAX_PARKED_OPENS} opens already wait for the peer's stream credit"),
+            None => {
+                format!("{MAX_PARKED_OPENS} requests already wait for the peer's stream credit")
+            }
         },
     }
 }
@@ -135,8 +167,10 @@ mod tests {
         let (reply, rx) = oneshot::channel();
         (
             ParkedOpen {
-                protocol: "/app/1.0.0".to_owned(),
-                reply,
+                request: ParkedRequest::Stream {
+                    protocol: "/app/1.0.0".to_owned(),
+                    reply,
+                },
                 deadline,
             },
             rx,

@@ -1,4 +1,5 @@
-//! `NodeHandle::open_stream` waits for the peer's stream credit instead of failing: a relay
+//! `NodeHandle::open_stream` (and `ping`, `reserve`) waits for the peer's stream credit instead
+//! of failing: a relay
 //! gives a fresh inbound connection 8 streams and more a round trip later, and a burst of opens
 //! to it must all succeed. An open that cannot get credit within the node's request timeout
 //! fails with an error that says so.
@@ -131,11 +132,15 @@ async fn an_open_that_gets_no_stream_credit_fails_after_the_request_timeout_nami
         other => panic!("expected NoStreamCredit, got {other:?}"),
     }
 
-    // Once a stream ends on both sides, the server's credit comes back and a waiting open
-    // gets it.
+    // Once the streams end on both sides, the server's credit comes back and the waiting open
+    // and ping get it, in the order they came.
     let waiting = tokio::spawn({
         let client = client.clone();
         async move { client.open_stream(conn, APP).await }
+    });
+    let ping = tokio::spawn({
+        let client = client.clone();
+        async move { client.ping(conn).await }
     });
     for _ in 0..2 {
         let inbound = tokio::time::timeout(LIMIT, rx.recv())
@@ -156,5 +161,13 @@ async fn an_open_that_gets_no_stream_credit_fails_after_the_request_timeout_nami
     assert!(
         opened.is_ok(),
         "the waiting open got the freed credit: {opened:?}"
+    );
+    let pinged = tokio::time::timeout(LIMIT, ping)
+        .await
+        .expect("ping in time")
+        .expect("task");
+    assert!(
+        pinged.is_ok(),
+        "the waiting ping got the freed credit: {pinged:?}"
     );
 }

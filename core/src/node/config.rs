@@ -113,8 +113,8 @@ impl NodeConfig {
     /// memory). A peer that opens more than the first credit at once waits a round trip for the
     /// rest: our own node's circuit dials wait in the core; its other opens fail with
     /// `TooManyStreams` until [`Event::StreamsAvailable`](super::Event::StreamsAvailable),
-    /// which the tokio adapter's `open_stream` waits for. A node that is no relay allows the
-    /// full credit from the start. Larger values than
+    /// which the tokio adapter's `open_stream`, `reserve` and `ping` wait for. A node that is no
+    /// relay allows the full credit from the start. Larger values than
     /// `max_streams_per_connection` mean that value.
     pub fn initial_inbound_streams(&mut self, count: u32) -> &mut Self {
         self.initial_inbound_streams = Some(count);
