@@ -733,14 +733,13 @@ impl Driver {
     fn try_write(&mut self, stream: StreamHandle, mut data: Bytes, reply: Reply<()>) {
         let now = Instant::now();
         while !data.is_empty() {
-            match self.node.write(now, stream, &data) {
+            // The written part is split off `data` (without a copy on a direct stream).
+            match self.node.write_bytes(now, stream, &mut data) {
                 Ok(0) => {
                     self.writes.insert(stream, (data, reply));
                     return;
                 }
-                Ok(n) => {
-                    let _ = data.split_to(n);
-                }
+                Ok(_) => {}
                 // Still negotiating (a stream handed out before its ready event): wait.
                 Err(StreamError::Negotiating(_)) => {
                     self.writes.insert(stream, (data, reply));

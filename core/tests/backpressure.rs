@@ -110,3 +110,60 @@ fn writable_events(world: &World, at: usize, stream: StreamHandle) -> usize {
         .filter(|e| matches!(e, Event::StreamWritable { stream: s } if *s == stream))
         .count()
 }
+
+#[test]
+fn write_bytes_takes_what_the_window_allows_and_leaves_the_rest_in_the_callers_bytes() {
+    let mut config_b = NodeConfig::default();
+    config_b
+        .protocol(BULK)
+        .stream_receive_window(STREAM_WINDOW)
+        .connection_receive_window(4 * STREAM_WINDOW);
+    let (mut world, a, b, conn_a, _) =
+        connected_pair(41, LinkConfig::default(), NodeConfig::default(), config_b);
+    let stream = world
+        .command(a, |node, now| node.open_stream(now, conn_a, BULK))
+        .expect("stream opens");
+    assert!(
+        world.run_until(SETTLE, |w| stream_ready(w, a, stream)
+            && inbound_stream(w, b).is_some()),
+        "the stream negotiates"
+    );
+    let (inbound, _) = inbound_stream(&world, b).expect("inbound");
+
+    // Twice the peer's window, with a pattern that shows order: a first write takes at most
+    // one window and leaves the rest, unchanged, at the front of `data`.
+    let total = 2 * STREAM_WINDOW as usize;
+    let payload: Vec<u8> = (0..total).map(|i| (i % 251) as u8).collect();
+    let mut data = bytes::Bytes::from(payload.clone());
+    let first = world
+        .command(a, |node, now| node.write_bytes(now, stream, &mut data))
+        .expect("write");
+    assert!(first > 0 && first <= STREAM_WINDOW as usize, "took {first}");
+    assert_eq!(data.len(), total - first, "the rest stays with the caller");
+    assert_eq!(
+        &data[..],
+        &payload[first..],
+        "the rest is the unwritten tail"
+    );
+
+    // b reads while a writes the rest; every byte arrives in order.
+    let mut received = Vec::new();
+    for _ in 0..10_000 {
+        if !data.is_empty() {
+            world
+                .command(a, |node, now| node.write_bytes(now, stream, &mut data))
+                .expect("write");
+        }
+        world.run_for(Duration::from_millis(20));
+        while let Ok(ReadOutcome::Data(bytes)) =
+            world.command(b, |node, now| node.read(now, inbound, 16 * 1024))
+        {
+            received.extend_from_slice(&bytes);
+        }
+        if received.len() == total {
+            break;
+        }
+    }
+    assert_eq!(received.len(), total, "every byte arrived");
+    assert!(received == payload, "in order and intact");
+}

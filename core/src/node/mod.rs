@@ -627,6 +627,27 @@ impl Node {
         result
     }
 
+    /// As [`write`](Self::write), for data the caller holds as [`Bytes`]: the part written is
+    /// split off the front of `data`, and on a direct (QUIC) stream it is handed to quinn-proto
+    /// without a copy (DESIGN §3). A relayed stream copies it into its yamux frame, as `write`.
+    pub fn write_bytes(
+        &mut self,
+        now: Instant,
+        stream: StreamHandle,
+        data: &mut Bytes,
+    ) -> Result<usize, StreamError> {
+        let _tls = self.enter_tls_randomness();
+        self.advance(now);
+        let conn = self.app_stream(stream)?;
+        let result = match conn.transport.write_bytes(stream.id, data) {
+            Written::Bytes(n) => Ok(n),
+            Written::Stopped(code) => Err(StreamError::Stopped { stream, code }),
+            Written::Closed => Err(StreamError::AlreadyFinished(stream)),
+        };
+        self.touch(stream.connection);
+        result
+    }
+
     /// Reads up to `max` bytes, in order.
     pub fn read(
         &mut self,
