@@ -777,12 +777,19 @@ impl Node {
                 reason: "relay connection closed".into(),
             });
         }
-        let over: Vec<ConnectionId> = self
-            .connections
-            .iter()
-            .filter(|(_, c)| matches!(&c.transport, Transport::Relayed(r) if r.relay_conn == connection))
-            .map(|(id, _)| *id)
-            .collect();
+        // Every connection that is not direct is relayed (`by_handle` indexes the direct ones):
+        // a node with none, such as a relay, skips the walk over all its connections, which
+        // would make closing all of them (a drain, a partition) quadratic.
+        let any_relayed = self.connections.len() > self.by_handle.len();
+        let over: Vec<ConnectionId> = if any_relayed {
+            self.connections
+                .iter()
+                .filter(|(_, c)| matches!(&c.transport, Transport::Relayed(r) if r.relay_conn == connection))
+                .map(|(id, _)| *id)
+                .collect()
+        } else {
+            Vec::new()
+        };
         for relayed in over {
             self.fail_relayed(relayed, "relay connection closed".into());
         }
