@@ -17,6 +17,13 @@ const LOOPBACK: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::LOCA
 /// Bounds every wait of these tests.
 const LIMIT: Duration = Duration::from_secs(20);
 
+/// Awaits `future`, failing the test if it takes longer than [`LIMIT`].
+async fn within<T>(what: &str, future: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(LIMIT, future)
+        .await
+        .unwrap_or_else(|_| panic!("{what} took longer than {LIMIT:?}"))
+}
+
 fn spawn(config: NodeConfig, seed: u8) -> NodeHandle {
     NodeHandle::spawn(NodeOptions::new(
         config,
@@ -53,9 +60,8 @@ async fn a_burst_of_opens_to_a_relay_all_succeed_beyond_its_first_stream_credit(
     let mut client_config = NodeConfig::default();
     client_config.protocol(APP);
     let client = spawn(client_config, 2);
-    let conn = tokio::time::timeout(LIMIT, client.dial(relay.local_addr(), relay.peer_id()))
+    let conn = within("dial", client.dial(relay.local_addr(), relay.peer_id()))
         .await
-        .expect("dial in time")
         .expect("dial");
 
     // 20 opens at once: more than the relay's first credit of 8, each held open until all
@@ -68,10 +74,7 @@ async fn a_burst_of_opens_to_a_relay_all_succeed_beyond_its_first_stream_credit(
         .collect();
     let mut streams = Vec::new();
     for (i, open) in opens.into_iter().enumerate() {
-        let opened = tokio::time::timeout(LIMIT, open)
-            .await
-            .expect("open in time")
-            .expect("task");
+        let opened = within("open", open).await.expect("task");
         streams.push(opened.unwrap_or_else(|e| panic!("open {i} failed: {e}")));
     }
     for (i, stream) in streams.iter().enumerate() {
@@ -81,9 +84,8 @@ async fn a_burst_of_opens_to_a_relay_all_succeed_beyond_its_first_stream_credit(
             .await
             .expect("write");
         stream.finish().await.expect("finish");
-        let echoed = tokio::time::timeout(LIMIT, stream.read_to_end(1024))
+        let echoed = within("echo", stream.read_to_end(1024))
             .await
-            .expect("echo in time")
             .expect("echo");
         assert_eq!(echoed, message.into_bytes(), "stream {i} echoed");
     }
@@ -111,9 +113,8 @@ async fn an_open_that_gets_no_stream_credit_fails_after_the_request_timeout_nami
         .protocol(APP)
         .negotiation_timeout(Duration::from_secs(1));
     let client = spawn(client_config, 4);
-    let conn = tokio::time::timeout(LIMIT, client.dial(server.local_addr(), server.peer_id()))
+    let conn = within("dial", client.dial(server.local_addr(), server.peer_id()))
         .await
-        .expect("dial in time")
         .expect("dial");
     let first = client.open_stream(conn, APP).await.expect("first open");
     let second = client.open_stream(conn, APP).await.expect("second open");
@@ -121,9 +122,7 @@ async fn an_open_that_gets_no_stream_credit_fails_after_the_request_timeout_nami
         stream.write_all(&b"hold"[..]).await.expect("write");
     }
 
-    let third = tokio::time::timeout(LIMIT, client.open_stream(conn, APP))
-        .await
-        .expect("the wait is bounded");
+    let third = within("the wait", client.open_stream(conn, APP)).await;
     match third {
         Err(Error::NoStreamCredit { connection, reason }) => {
             assert_eq!(connection, conn);
@@ -143,9 +142,8 @@ async fn an_open_that_gets_no_stream_credit_fails_after_the_request_timeout_nami
         async move { client.ping(conn).await }
     });
     for _ in 0..2 {
-        let inbound = tokio::time::timeout(LIMIT, rx.recv())
+        let inbound = within("accepted", rx.recv())
             .await
-            .expect("accepted in time")
             .expect("an inbound stream");
         inbound.stream.finish().await.expect("server finishes");
         tokio::spawn(async move { inbound.stream.read_to_end(1024).await });
@@ -154,18 +152,12 @@ async fn an_open_that_gets_no_stream_credit_fails_after_the_request_timeout_nami
         stream.finish().await.expect("finish");
         let _ = tokio::time::timeout(LIMIT, stream.read_to_end(1024)).await;
     }
-    let opened = tokio::time::timeout(LIMIT, waiting)
-        .await
-        .expect("open in time")
-        .expect("task");
+    let opened = within("open", waiting).await.expect("task");
     assert!(
         opened.is_ok(),
         "the waiting open got the freed credit: {opened:?}"
     );
-    let pinged = tokio::time::timeout(LIMIT, ping)
-        .await
-        .expect("ping in time")
-        .expect("task");
+    let pinged = within("ping", ping).await.expect("task");
     assert!(
         pinged.is_ok(),
         "the waiting ping got the freed credit: {pinged:?}"

@@ -39,15 +39,16 @@ fn write_until_blocked(world: &mut World, at: usize, stream: StreamHandle, chunk
     panic!("stream never blocked after {total} bytes");
 }
 
-#[test]
-fn writes_block_at_the_peer_window_and_resume_after_it_reads() {
+/// Two connected nodes and a negotiated bulk stream from `a` to `b`, whose stream window is
+/// `STREAM_WINDOW`: the world, `a`, `b`, the stream at `a`, the stream at `b`.
+fn negotiated_bulk_stream(seed: u64) -> (World, usize, usize, StreamHandle, StreamHandle) {
     let mut config_b = NodeConfig::default();
     config_b
         .protocol(BULK)
         .stream_receive_window(STREAM_WINDOW)
         .connection_receive_window(4 * STREAM_WINDOW);
     let (mut world, a, b, conn_a, _) =
-        connected_pair(40, LinkConfig::default(), NodeConfig::default(), config_b);
+        connected_pair(seed, LinkConfig::default(), NodeConfig::default(), config_b);
     let stream = world
         .command(a, |node, now| node.open_stream(now, conn_a, BULK))
         .expect("stream opens");
@@ -57,6 +58,12 @@ fn writes_block_at_the_peer_window_and_resume_after_it_reads() {
         "the stream negotiates"
     );
     let (inbound, _) = inbound_stream(&world, b).expect("inbound");
+    (world, a, b, stream, inbound)
+}
+
+#[test]
+fn writes_block_at_the_peer_window_and_resume_after_it_reads() {
+    let (mut world, a, b, stream, inbound) = negotiated_bulk_stream(40);
 
     let chunk = vec![0xab; 8 * 1024];
     let first = write_until_blocked(&mut world, a, stream, &chunk);
@@ -113,22 +120,7 @@ fn writable_events(world: &World, at: usize, stream: StreamHandle) -> usize {
 
 #[test]
 fn write_bytes_takes_what_the_window_allows_and_leaves_the_rest_in_the_callers_bytes() {
-    let mut config_b = NodeConfig::default();
-    config_b
-        .protocol(BULK)
-        .stream_receive_window(STREAM_WINDOW)
-        .connection_receive_window(4 * STREAM_WINDOW);
-    let (mut world, a, b, conn_a, _) =
-        connected_pair(41, LinkConfig::default(), NodeConfig::default(), config_b);
-    let stream = world
-        .command(a, |node, now| node.open_stream(now, conn_a, BULK))
-        .expect("stream opens");
-    assert!(
-        world.run_until(SETTLE, |w| stream_ready(w, a, stream)
-            && inbound_stream(w, b).is_some()),
-        "the stream negotiates"
-    );
-    let (inbound, _) = inbound_stream(&world, b).expect("inbound");
+    let (mut world, a, b, stream, inbound) = negotiated_bulk_stream(41);
 
     // Twice the peer's window, with a pattern that shows order: a first write takes at most
     // one window and leaves the rest, unchanged, at the front of `data`.

@@ -615,16 +615,7 @@ impl Node {
         stream: StreamHandle,
         data: &[u8],
     ) -> Result<usize, StreamError> {
-        let _tls = self.enter_tls_randomness();
-        self.advance(now);
-        let conn = self.app_stream(stream)?;
-        let result = match conn.transport.write(stream.id, data) {
-            Written::Bytes(n) => Ok(n),
-            Written::Stopped(code) => Err(StreamError::Stopped { stream, code }),
-            Written::Closed => Err(StreamError::AlreadyFinished(stream)),
-        };
-        self.touch(stream.connection);
-        result
+        self.write_with(now, stream, |transport| transport.write(stream.id, data))
     }
 
     /// As [`write`](Self::write), for data the caller holds as [`Bytes`]: the part written is
@@ -636,10 +627,23 @@ impl Node {
         stream: StreamHandle,
         data: &mut Bytes,
     ) -> Result<usize, StreamError> {
+        self.write_with(now, stream, |transport| {
+            transport.write_bytes(stream.id, data)
+        })
+    }
+
+    /// The common part of the writes: the stream must be an application stream; the outcome
+    /// becomes a count or a typed error, and the connection is marked for transmit polling.
+    fn write_with(
+        &mut self,
+        now: Instant,
+        stream: StreamHandle,
+        write: impl FnOnce(&mut Transport) -> Written,
+    ) -> Result<usize, StreamError> {
         let _tls = self.enter_tls_randomness();
         self.advance(now);
         let conn = self.app_stream(stream)?;
-        let result = match conn.transport.write_bytes(stream.id, data) {
+        let result = match write(&mut conn.transport) {
             Written::Bytes(n) => Ok(n),
             Written::Stopped(code) => Err(StreamError::Stopped { stream, code }),
             Written::Closed => Err(StreamError::AlreadyFinished(stream)),
