@@ -1,6 +1,6 @@
 //! One QUIC connection and the streams the node runs on it.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 use std::time::Instant;
 
 use bytes::{Buf, Bytes, BytesMut};
@@ -15,6 +15,7 @@ use super::error::{ConnectionFailure, StreamOpenFailure};
 use super::event::Event;
 use super::ids::{ConnectionId, Direction, StreamHandle};
 use super::stream::{Negotiation, Purpose, RelayRole, StreamEntry, StreamKind};
+use super::stream_table::StreamTable;
 use super::transport::{Chunk, StreamKey, Transport, Written};
 use crate::framing::FrameDecoder;
 use crate::framing::MAX_UVARINT_LEN;
@@ -120,9 +121,8 @@ pub(crate) struct Conn {
     pub(crate) verification: Option<VerificationOutcome>,
     /// For inbound connections: the typed reason our verifier refused the peer's certificate.
     pub(crate) refused_certificate: Option<Box<tls::CertificateError>>,
-    /// Boxed: a `BTreeMap` leaf holds room for 11 values, and an idle relay connection keeps
-    /// one live entry, so inline entries cost a 2.6 KiB leaf per connection (DESIGN §10 memory).
-    pub(crate) streams: BTreeMap<StreamKey, Box<StreamEntry>>,
+    /// The streams in use; it owns no storage while there are none (DESIGN §10 memory).
+    pub(crate) streams: StreamTable,
     pub(crate) ping_in_flight: Option<StreamKey>,
     /// The deadline currently registered in the node's timer set (see `Node::refresh_timer`).
     pub(crate) registered_timer: Option<Instant>,
@@ -148,7 +148,7 @@ impl Conn {
             expected_peer: expected_peer.map(Box::new),
             verification,
             refused_certificate: None,
-            streams: BTreeMap::new(),
+            streams: StreamTable::default(),
             ping_in_flight: None,
             registered_timer: None,
             stream_deadlines_armed: false,
@@ -330,7 +330,7 @@ impl Conn {
             return;
         }
         self.state = ConnState::Closed;
-        let streams = std::mem::take(&mut self.streams);
+        let streams = self.streams.take_all();
         for (id, entry) in streams {
             self.report_stream_failure(id, &entry.kind, StreamOpenFailure::ConnectionClosed, ctx);
         }

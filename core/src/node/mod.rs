@@ -21,6 +21,7 @@ mod relay_client;
 mod relay_server;
 mod relayed;
 mod stream;
+mod stream_table;
 mod transport;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
