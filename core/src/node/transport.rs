@@ -140,12 +140,28 @@ impl Transport {
 
     pub(crate) fn write(&mut self, key: StreamKey, data: &[u8]) -> Written {
         match (self, key) {
-            (Transport::Quic(q), StreamKey::Quic(id)) => match q.conn.send_stream(id).write(data) {
-                Ok(n) => Written::Bytes(n),
-                Err(WriteError::Blocked) => Written::Bytes(0),
-                Err(WriteError::Stopped(code)) => Written::Stopped(code.into_inner()),
-                Err(WriteError::ClosedStream) => Written::Closed,
-            },
+            (Transport::Quic(q), StreamKey::Quic(id)) => {
+                let mut stream = q.conn.send_stream(id);
+                let mut written = 0;
+                // quinn-proto raises `Writable` only for a stream a write found blocked: a
+                // write it cut short at the connection's flow-control or send-buffer limit
+                // registers nothing. So write again until it took everything or said
+                // `Blocked`; each call takes at least one byte or ends the loop.
+                while written < data.len() {
+                    match stream.write(&data[written..]) {
+                        Ok(n) => written += n,
+                        Err(WriteError::Blocked) => break,
+                        Err(WriteError::Stopped(code)) if written == 0 => {
+                            return Written::Stopped(code.into_inner());
+                        }
+                        Err(WriteError::ClosedStream) if written == 0 => return Written::Closed,
+                        // The bytes already taken are reported; the error comes back on the
+                        // next write.
+                        Err(_) => break,
+                    }
+                }
+                Written::Bytes(written)
+            }
             (Transport::Relayed(r), StreamKey::Yamux(id)) => match r.yamux_mut() {
                 None => Written::Closed,
                 Some(yamux) => match yamux.write(id, data) {
@@ -162,16 +178,26 @@ impl Transport {
     pub(crate) fn write_bytes(&mut self, key: StreamKey, data: &mut Bytes) -> Written {
         match (&mut *self, key) {
             (Transport::Quic(q), StreamKey::Quic(id)) => {
-                let mut chunks = [std::mem::take(data)];
-                let result = q.conn.send_stream(id).write_chunks(&mut chunks);
-                let [rest] = chunks;
-                *data = rest;
-                match result {
-                    Ok(written) => Written::Bytes(written.bytes),
-                    Err(WriteError::Blocked) => Written::Bytes(0),
-                    Err(WriteError::Stopped(code)) => Written::Stopped(code.into_inner()),
-                    Err(WriteError::ClosedStream) => Written::Closed,
+                let mut stream = q.conn.send_stream(id);
+                let mut written = 0;
+                // As in `write`: retry a write cut short until quinn-proto says `Blocked`, so it
+                // raises `Writable` when the limit moves.
+                while !data.is_empty() {
+                    let mut chunks = [std::mem::take(data)];
+                    let result = stream.write_chunks(&mut chunks);
+                    let [rest] = chunks;
+                    *data = rest;
+                    match result {
+                        Ok(w) if w.bytes > 0 => written += w.bytes,
+                        Ok(_) | Err(WriteError::Blocked) => break,
+                        Err(WriteError::Stopped(code)) if written == 0 => {
+                            return Written::Stopped(code.into_inner());
+                        }
+                        Err(WriteError::ClosedStream) if written == 0 => return Written::Closed,
+                        Err(_) => break,
+                    }
                 }
+                Written::Bytes(written)
             }
             _ => {
                 let result = self.write(key, data);
