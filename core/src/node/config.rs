@@ -24,6 +24,7 @@ pub struct NodeConfig {
     /// `None`: the default, which depends on the relay role (see the setter).
     pub(crate) initial_inbound_streams: Option<u32>,
     pub(crate) stream_receive_window: u32,
+    pub(crate) relayed_stream_window: u32,
     pub(crate) connection_receive_window: u32,
     pub(crate) negotiation_timeout: Duration,
     pub(crate) protocols: Vec<String>,
@@ -45,6 +46,7 @@ impl Default for NodeConfig {
             max_streams_per_connection: 32,
             initial_inbound_streams: None,
             stream_receive_window: 1024 * 1024,
+            relayed_stream_window: 1024 * 1024,
             connection_receive_window: 4 * 1024 * 1024,
             negotiation_timeout: Duration::from_secs(10),
             protocols: Vec::new(),
@@ -137,6 +139,15 @@ impl NodeConfig {
     /// Flow-control window per stream, in bytes. Default 1 MiB.
     pub fn stream_receive_window(&mut self, bytes: u32) -> &mut Self {
         self.stream_receive_window = bytes;
+        self
+    }
+
+    /// Largest receive window a stream of a relayed connection grows to, in bytes (the yamux
+    /// window inside the circuit's TLS). Streams start at yamux's 256 KiB and double while the
+    /// reader keeps up. Default 1 MiB; at least 256 KiB. Larger windows help only where the
+    /// relayed round trip times the wanted rate exceed it; each stream may buffer this much.
+    pub fn relayed_stream_window(&mut self, bytes: u32) -> &mut Self {
+        self.relayed_stream_window = bytes;
         self
     }
 
@@ -263,6 +274,12 @@ impl NodeConfig {
                 "flow-control windows must be non-zero",
             );
         }
+        if self.relayed_stream_window < crate::yamux::INITIAL_STREAM_WINDOW {
+            return invalid(
+                "relayed_stream_window",
+                "must be at least 262144 (yamux's initial stream window, 256 KiB)",
+            );
+        }
         if self.negotiation_timeout.is_zero() {
             return invalid("negotiation_timeout", "must be greater than zero");
         }
@@ -332,5 +349,28 @@ mod tests {
         config.protocol("no-slash");
         let err = config.validate().unwrap_err();
         assert!(err.to_string().contains("no-slash"), "{err}");
+    }
+
+    #[test]
+    fn a_relayed_stream_window_below_yamuxs_initial_window_is_refused_by_name() {
+        let mut config = NodeConfig::default();
+        config.relayed_stream_window(256 * 1024 - 1);
+        let err = config.validate().unwrap_err();
+        assert!(
+            matches!(
+                err,
+                ConfigError::InvalidValue {
+                    setting: "relayed_stream_window",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        config.relayed_stream_window(256 * 1024);
+        config
+            .validate()
+            .expect("yamux's initial window is the smallest allowed");
+        config.relayed_stream_window(u32::MAX);
+        config.validate().expect("large windows are allowed");
     }
 }

@@ -26,7 +26,8 @@ use crate::relay::wire::{
 };
 
 /// Rounds of moving bytes between a relayed connection and its circuit per call: each round
-/// moves at most one bounded chunk each way, and the rest waits for the next event.
+/// moves at most one bounded chunk each way. A connection still moving bytes when the rounds
+/// run out is marked to be pumped again.
 const PUMP_ROUNDS: usize = 64;
 /// Largest chunk read from a circuit stream at once.
 const CIRCUIT_CHUNK: usize = 16 * 1024;
@@ -290,7 +291,11 @@ impl Node {
                 clock: self.clock.clone(),
                 provider: self.tls_provider.clone(),
             },
-            crate::yamux::YamuxConfig::default(),
+            {
+                let mut yamux = crate::yamux::YamuxConfig::default();
+                yamux.max_stream_window(self.local.config.relayed_stream_window);
+                yamux
+            },
         );
         let expected = (role == CircuitRole::Dialer).then_some(remote);
         self.connections.insert(
@@ -596,35 +601,47 @@ impl Node {
                 return;
             };
             let mut progress = false;
-            // 1. Circuit bytes in, as far as the upgrade layers take them.
-            if capacity > 0 {
+            // 1. Circuit bytes in, as far as the upgrade layers take them. quinn-proto hands
+            //    out one received piece (about a packet) per read, so pieces are taken until the
+            //    round's chunk is full: a round moves up to CIRCUIT_CHUNK whatever the packet
+            //    size, and a pump seldom spends its rounds.
+            let mut budget = capacity.min(CIRCUIT_CHUNK);
+            while budget > 0 {
                 let chunk = match self.connections.get_mut(&relay_conn) {
-                    Some(conn) => conn
-                        .transport
-                        .read_chunk(circuit, capacity.min(CIRCUIT_CHUNK)),
+                    Some(conn) => conn.transport.read_chunk(circuit, budget),
                     None => Chunk::Closed,
                 };
-                let fed = match (chunk, self.relayed_mut(relayed)) {
+                let (fed, more) = match (chunk, self.relayed_mut(relayed)) {
                     (_, None) => return,
                     (Chunk::Data(data), Some(r)) => {
                         progress = true;
-                        r.handle_circuit_input(&data)
+                        budget = budget.saturating_sub(data.len());
+                        (r.handle_circuit_input(&data), true)
                     }
-                    (Chunk::Blocked, _) => Ok(()),
+                    (Chunk::Blocked, _) => (Ok(()), false),
                     (Chunk::Finished, Some(r)) => {
                         progress = true;
-                        r.handle_circuit_end()
+                        (r.handle_circuit_end(), false)
                     }
-                    (Chunk::Reset(code), _) => Err(super::relayed::CircuitFailure::CircuitEnded(
-                        format!("circuit stream reset (code {code})"),
-                    )),
-                    (Chunk::Closed, _) => Err(super::relayed::CircuitFailure::CircuitEnded(
-                        "relay connection gone".into(),
-                    )),
+                    (Chunk::Reset(code), _) => (
+                        Err(super::relayed::CircuitFailure::CircuitEnded(format!(
+                            "circuit stream reset (code {code})"
+                        ))),
+                        false,
+                    ),
+                    (Chunk::Closed, _) => (
+                        Err(super::relayed::CircuitFailure::CircuitEnded(
+                            "relay connection gone".into(),
+                        )),
+                        false,
+                    ),
                 };
                 if let Err(error) = fed {
                     self.fail_relayed(relayed, error.to_string());
                     return;
+                }
+                if !more {
+                    break;
                 }
             }
             // 2. Through the layers, then the relayed connection's protocol events (which may
@@ -665,9 +682,14 @@ impl Node {
                 self.dirty.insert(relay_conn);
             }
             if !progress {
-                break;
+                return;
             }
         }
+        // The round budget ran out while bytes were still moving: more may be waiting, in a
+        // layer no later event would wake (the circuit's last bytes and its end, when the
+        // sender has nothing more to send). `poll_output` pumps it again before it returns,
+        // and that ends: each pump moves only bytes already buffered.
+        self.relayed_dirty.insert(relayed);
     }
 
     fn relayed_mut(&mut self, relayed: ConnectionId) -> Option<&mut RelayedTransport> {
