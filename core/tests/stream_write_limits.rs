@@ -10,9 +10,8 @@ mod relay_world;
 use std::time::Duration;
 
 use dep2p_core::node::NodeConfig;
-use dep2p_core::relay::limits::RelayLimits;
 
-use relay_world::{Content, Flow, open_stream_pair, reserved_trio, run_flows};
+use relay_world::one_relayed_transfer;
 
 const BULK: &str = "/bulk/1.0.0";
 const TOTAL: u64 = 8 * 1024 * 1024;
@@ -22,31 +21,8 @@ fn a_connection_window_smaller_than_the_stream_window_does_not_stall_a_circuit()
     let mut app = NodeConfig::default();
     app.protocol(BULK)
         .stream_receive_window(1024 * 1024)
-        .connection_receive_window(256 * 1024);
-    let mut trio = reserved_trio(29, RelayLimits::default(), app);
-    let (a, b) = (trio.a, trio.b);
-    let (at_b, _at_a) = trio.dial();
-    let (send, recv) = open_stream_pair(&mut trio.world, b, a, at_b, BULK);
-    let mut flows = [Flow::new(
-        b,
-        send,
-        a,
-        recv,
-        TOTAL,
-        Content {
-            seed: 0x5eed,
-            marker: None,
-        },
-    )];
-
-    let start = trio.world.now();
-    run_flows(&mut trio.world, &mut flows, Duration::from_secs(120));
-    let taken = trio.world.now() - start;
-
-    let flow = &flows[0];
-    assert_eq!(flow.received(), TOTAL, "every byte arrived");
-    let (sent, received) = flow.digests();
-    assert_eq!(sent, received, "SHA-256 of sent and received");
+        .connection_receive_window(128 * 1024);
+    let taken = one_relayed_transfer(29, app, BULK, TOTAL, Duration::from_secs(120));
     assert!(
         taken < Duration::from_secs(2),
         "8 MiB took {taken:?} of virtual time"

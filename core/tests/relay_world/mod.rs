@@ -388,3 +388,38 @@ pub fn run_flows(world: &mut World, flows: &mut [Flow], max: Duration) {
         }
     }
 }
+
+/// B sends `total` bytes to A through R on one stream of protocol `protocol` (which `app`, the
+/// config of A and B, must accept); returns the virtual time the transfer took, after checking
+/// every byte arrived intact. Panics if it does not finish within `max`.
+pub fn one_relayed_transfer(
+    seed: u64,
+    app: NodeConfig,
+    protocol: &str,
+    total: u64,
+    max: Duration,
+) -> Duration {
+    let mut trio = reserved_trio(seed, RelayLimits::default(), app);
+    let (a, b) = (trio.a, trio.b);
+    let (at_b, _at_a) = trio.dial();
+    let (send, recv) = open_stream_pair(&mut trio.world, b, a, at_b, protocol);
+    let mut flows = [Flow::new(
+        b,
+        send,
+        a,
+        recv,
+        total,
+        Content {
+            seed: seed ^ 0x5eed,
+            marker: None,
+        },
+    )];
+    let start = trio.world.now();
+    run_flows(&mut trio.world, &mut flows, max);
+    let taken = trio.world.now() - start;
+    let flow = &flows[0];
+    assert_eq!(flow.received(), total, "every byte arrived");
+    let (sent, received) = flow.digests();
+    assert_eq!(sent, received, "SHA-256 of sent and received");
+    taken
+}
