@@ -142,25 +142,12 @@ impl Transport {
         match (self, key) {
             (Transport::Quic(q), StreamKey::Quic(id)) => {
                 let mut stream = q.conn.send_stream(id);
-                let mut written = 0;
-                // quinn-proto raises `Writable` only for a stream a write found blocked: a
-                // write it cut short at the connection's flow-control or send-buffer limit
-                // registers nothing. So write again until it took everything or said
-                // `Blocked`; each call takes at least one byte or ends the loop.
-                while written < data.len() {
-                    match stream.write(&data[written..]) {
-                        Ok(n) => written += n,
-                        Err(WriteError::Blocked) => break,
-                        Err(WriteError::Stopped(code)) if written == 0 => {
-                            return Written::Stopped(code.into_inner());
-                        }
-                        Err(WriteError::ClosedStream) if written == 0 => return Written::Closed,
-                        // The bytes already taken are reported; the error comes back on the
-                        // next write.
-                        Err(_) => break,
-                    }
-                }
-                Written::Bytes(written)
+                let mut offset = 0;
+                write_until_blocked(data.len(), || {
+                    let n = stream.write(&data[offset..])?;
+                    offset += n;
+                    Ok(n)
+                })
             }
             (Transport::Relayed(r), StreamKey::Yamux(id)) => match r.yamux_mut() {
                 None => Written::Closed,
@@ -179,25 +166,13 @@ impl Transport {
         match (&mut *self, key) {
             (Transport::Quic(q), StreamKey::Quic(id)) => {
                 let mut stream = q.conn.send_stream(id);
-                let mut written = 0;
-                // As in `write`: retry a write cut short until quinn-proto says `Blocked`, so it
-                // raises `Writable` when the limit moves.
-                while !data.is_empty() {
+                write_until_blocked(data.len(), || {
                     let mut chunks = [std::mem::take(data)];
                     let result = stream.write_chunks(&mut chunks);
                     let [rest] = chunks;
                     *data = rest;
-                    match result {
-                        Ok(w) if w.bytes > 0 => written += w.bytes,
-                        Ok(_) | Err(WriteError::Blocked) => break,
-                        Err(WriteError::Stopped(code)) if written == 0 => {
-                            return Written::Stopped(code.into_inner());
-                        }
-                        Err(WriteError::ClosedStream) if written == 0 => return Written::Closed,
-                        Err(_) => break,
-                    }
-                }
-                Written::Bytes(written)
+                    result.map(|written| written.bytes)
+                })
             }
             _ => {
                 let result = self.write(key, data);
@@ -261,4 +236,32 @@ impl Transport {
             _ => {}
         }
     }
+}
+
+/// Calls `attempt` (one quinn-proto write, returning the bytes it took) until `remaining` bytes
+/// are taken or quinn-proto says `Blocked`. quinn-proto raises `Writable` only for a stream a
+/// write found blocked: a write it cut short at the connection's flow-control window or its
+/// send buffer registers nothing, and a writer waiting for `Writable` after it would wait for
+/// good. Each call takes at least one byte or ends the loop. An error after some bytes were
+/// taken reports those bytes; the error comes back on the next write.
+fn write_until_blocked(
+    mut remaining: usize,
+    mut attempt: impl FnMut() -> Result<usize, WriteError>,
+) -> Written {
+    let mut written = 0;
+    while remaining > 0 {
+        match attempt() {
+            Ok(n) if n > 0 => {
+                written += n;
+                remaining = remaining.saturating_sub(n);
+            }
+            Ok(_) | Err(WriteError::Blocked) => break,
+            Err(WriteError::Stopped(code)) if written == 0 => {
+                return Written::Stopped(code.into_inner());
+            }
+            Err(WriteError::ClosedStream) if written == 0 => return Written::Closed,
+            Err(_) => break,
+        }
+    }
+    Written::Bytes(written)
 }
