@@ -9,10 +9,10 @@
 //! data, so at most one chunk per direction waits in the bridge; everything else stays in
 //! quinn-proto's flow-controlled buffers, and a slow reader slows the writer.
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 
 use super::ids::StreamHandle;
-use super::transport::{Chunk, StreamKey, Transport, Written};
+use super::transport::{Chunk, StreamEnd, StreamKey, Transport, Written};
 
 /// Largest chunk the relay reads at once: bounds the bytes parked in a bridge per direction.
 pub(crate) const BRIDGE_CHUNK: usize = 16 * 1024;
@@ -208,45 +208,21 @@ impl Bridge {
     /// each received STREAM frame as its own piece (about one per packet); forwarding them one
     /// by one leaves the writer's send buffer holding one piece per packet in flight, which
     /// quinn-proto scans linearly for every packet it builds. So the pieces waiting at once are
-    /// copied into one buffer; a lone piece is forwarded as it is, without a copy.
+    /// joined into one chunk (`Transport::read_gathered`).
     ///
     /// The end of the stream found after some data is remembered in `source_finished` and the
-    /// data returned; a reset or close after some data is returned instead (the circuit ends
+    /// data returned; a reset after some data is returned instead (the circuit ends
     /// with a reset either way).
     fn gather(&mut self, from: End, src: &mut Transport, src_id: StreamKey) -> Chunk {
-        let first = match src.read_chunk(src_id, BRIDGE_CHUNK) {
-            Chunk::Data(data) => data,
-            other => return other,
-        };
-        // The pieces are collected first and copied once into a buffer of exactly their size:
-        // a fixed 16 KiB buffer left holes in the heap for circuits that move little.
-        let mut pieces: [Bytes; MAX_GATHERED] = Default::default();
-        pieces[0] = first;
-        let mut count = 1;
-        let mut len = pieces[0].len();
-        while len < BRIDGE_CHUNK && count < MAX_GATHERED {
-            match src.read_chunk(src_id, BRIDGE_CHUNK - len) {
-                Chunk::Data(more) => {
-                    len += more.len();
-                    pieces[count] = more;
-                    count += 1;
-                }
-                Chunk::Blocked => break,
-                Chunk::Finished => {
-                    self.source_finished[from as usize] = true;
-                    break;
-                }
-                ended @ (Chunk::Reset(_) | Chunk::Closed) => return ended,
+        let gathered = src.read_gathered(src_id, BRIDGE_CHUNK, MAX_GATHERED);
+        match gathered.then {
+            None => gathered.chunk,
+            Some(StreamEnd::Finished) => {
+                self.source_finished[from as usize] = true;
+                gathered.chunk
             }
+            Some(reset @ StreamEnd::Reset(_)) => reset.chunk(),
         }
-        if count == 1 {
-            return Chunk::Data(std::mem::take(&mut pieces[0]));
-        }
-        let mut joined = BytesMut::with_capacity(len);
-        for piece in &pieces[..count] {
-            joined.extend_from_slice(piece);
-        }
-        Chunk::Data(joined.freeze())
     }
 
     fn check_both_finished(&self) -> Turn {

@@ -635,6 +635,7 @@ impl Conn {
                     entry.kind = StreamKind::App {
                         protocol: protocol.clone(),
                         leftover: remaining,
+                        ended: None,
                     };
                     ctx.events.push(Event::InboundStream {
                         stream: handle,
@@ -650,6 +651,7 @@ impl Conn {
                 entry.kind = StreamKind::App {
                     protocol: protocol.clone(),
                     leftover: remaining,
+                    ended: None,
                 };
                 ctx.events.push(Event::StreamReady {
                     stream: handle,

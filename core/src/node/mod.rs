@@ -49,7 +49,7 @@ pub use transport::StreamKey;
 
 use connection::{Conn, ConnState, Ctx, EventQueue, LocalInfo};
 use stream::{Purpose, RelayRole, StreamKind};
-use transport::{Chunk, QuicTransport, Transport, Written};
+use transport::{Chunk, QuicTransport, StreamEnd, Transport, Written};
 
 use crate::identity::{Keypair, PeerId};
 use crate::protocols::{IDENTIFY, PING};
@@ -63,6 +63,9 @@ const MAX_SLEEP: Duration = Duration::from_secs(3600);
 /// Most stateless responses (version negotiation, resets, refusals) queued at once; beyond it,
 /// new ones are dropped, as a real socket buffer would.
 const MAX_ENDPOINT_RESPONSES: usize = 256;
+/// Most received pieces (STREAM frames, about one per packet) one [`Node::read`] joins: about
+/// 300 KiB of full-sized packets, and a bound on a read's work whatever the peer's frame sizes.
+const READ_MAX_PIECES: usize = 256;
 
 /// A received UDP datagram.
 #[derive(Debug)]
@@ -653,7 +656,9 @@ impl Node {
         result
     }
 
-    /// Reads up to `max` bytes, in order.
+    /// Reads up to `max` bytes, in order: everything received and waiting, as one chunk (a
+    /// direct stream's received packets are joined, so a read is not limited to one packet).
+    /// After the last bytes, the next read reports the peer's finish or reset.
     pub fn read(
         &mut self,
         now: Instant,
@@ -667,16 +672,27 @@ impl Node {
             .streams
             .get_mut(&stream.id)
             .ok_or(StreamError::UnknownStream(stream))?;
-        if let StreamKind::App { leftover, .. } = &mut entry.kind
-            && !leftover.is_empty()
-        {
-            let take = max.min(leftover.len());
-            return Ok(ReadOutcome::Data(leftover.split_to(take)));
-        }
-        if entry.recv_closed {
-            return Ok(ReadOutcome::Finished);
-        }
-        let outcome = match conn.transport.read_chunk(stream.id, max) {
+        let chunk = match &mut entry.kind {
+            StreamKind::App { leftover, .. } if !leftover.is_empty() => {
+                let take = max.min(leftover.len());
+                return Ok(ReadOutcome::Data(leftover.split_to(take)));
+            }
+            // The end a previous read met after its data.
+            StreamKind::App { ended, .. } if ended.is_some() => {
+                ended.take().map_or(Chunk::Blocked, StreamEnd::chunk)
+            }
+            _ if entry.recv_closed => return Ok(ReadOutcome::Finished),
+            kind => {
+                let gathered = conn
+                    .transport
+                    .read_gathered(stream.id, max, READ_MAX_PIECES);
+                if let (Some(end), StreamKind::App { ended, .. }) = (gathered.then, kind) {
+                    *ended = Some(end);
+                }
+                gathered.chunk
+            }
+        };
+        let outcome = match chunk {
             Chunk::Data(data) => Ok(ReadOutcome::Data(data)),
             Chunk::Finished => Ok(ReadOutcome::Finished),
             Chunk::Blocked => Ok(ReadOutcome::Blocked),

@@ -6,6 +6,7 @@ use std::time::Instant;
 use bytes::{Bytes, BytesMut};
 
 use super::ids::ConnectionId;
+use super::transport::StreamEnd;
 use crate::framing::FrameDecoder;
 use crate::multistream::{Dialer, Listener, NegotiationError, Progress};
 use crate::protocols::ping::{PingResponder, Pinger};
@@ -76,8 +77,13 @@ pub(crate) enum StreamKind {
         deadline: Instant,
     },
     /// Handed to the application. `leftover` holds bytes that arrived with the last
-    /// negotiation message; they are returned by the first reads.
-    App { protocol: String, leftover: Bytes },
+    /// negotiation message; they are returned by the first reads. `ended` holds the peer's
+    /// finish or reset that a read met after the data it returned: the next read reports it.
+    App {
+        protocol: String,
+        leftover: Bytes,
+        ended: Option<StreamEnd>,
+    },
     /// We answered identify: the record is written (or queued) and the stream finished.
     IdentifyServe,
     /// We asked for the peer's identify record and collect it until the peer finishes.

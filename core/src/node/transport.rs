@@ -4,7 +4,7 @@
 
 use std::net::SocketAddr;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use quinn_proto::{ConnectionHandle, Dir, ReadError, VarInt, WriteError};
 
 use super::relayed::RelayedTransport;
@@ -36,6 +36,72 @@ pub(crate) enum Chunk {
     Reset(u64),
     /// The stream is unknown to the transport (already gone).
     Closed,
+}
+
+/// What [`Transport::read_gathered`] found.
+#[derive(Debug)]
+pub(crate) struct Gathered {
+    /// The data waiting, joined into one chunk; or, when no byte waited, the stream's state.
+    pub(crate) chunk: Chunk,
+    /// The end or reset of the stream met after the data in `chunk`; `None` when the gathering
+    /// stopped because nothing more waited or the budget was spent.
+    pub(crate) then: Option<StreamEnd>,
+}
+
+/// How the peer ended its sending side.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum StreamEnd {
+    /// Finished: every byte was delivered.
+    Finished,
+    /// Reset with this code: bytes may be missing.
+    Reset(u64),
+}
+
+impl StreamEnd {
+    /// The end as a read outcome.
+    pub(crate) fn chunk(self) -> Chunk {
+        match self {
+            StreamEnd::Finished => Chunk::Finished,
+            StreamEnd::Reset(code) => Chunk::Reset(code),
+        }
+    }
+}
+
+/// Received pieces collected before they are joined into one buffer of exactly their size.
+#[derive(Default)]
+struct Pieces {
+    first: Option<Bytes>,
+    rest: Vec<Bytes>,
+    len: usize,
+}
+
+impl Pieces {
+    fn count(&self) -> usize {
+        usize::from(self.first.is_some()) + self.rest.len()
+    }
+
+    fn push(&mut self, piece: Bytes) {
+        self.len += piece.len();
+        if self.first.is_none() {
+            self.first = Some(piece);
+        } else {
+            self.rest.push(piece);
+        }
+    }
+
+    /// The pieces as one chunk; `None` when there were none.
+    fn join(self) -> Option<Bytes> {
+        let first = self.first?;
+        if self.rest.is_empty() {
+            return Some(first);
+        }
+        let mut joined = BytesMut::with_capacity(self.len);
+        joined.extend_from_slice(&first);
+        for piece in &self.rest {
+            joined.extend_from_slice(piece);
+        }
+        Some(joined.freeze())
+    }
 }
 
 /// The outcome of a write.
@@ -135,6 +201,64 @@ impl Transport {
                 }
             }
             _ => Chunk::Closed,
+        }
+    }
+
+    /// Reads what waits on a stream, up to `max` bytes in at most `max_pieces` pieces, as one
+    /// chunk. quinn-proto keeps each received STREAM frame as its own piece (about one per
+    /// packet), so a plain read moves one packet's worth; this takes all the pieces waiting in
+    /// one pass over the stream and joins them (a lone piece is returned without a copy).
+    ///
+    /// When the stream's end or reset is met after some data, the data is returned in
+    /// `chunk` and the end in `then`: quinn-proto forgets a stream's receiving side once its end
+    /// has been read, so the caller must keep the end for its next read.
+    pub(crate) fn read_gathered(
+        &mut self,
+        key: StreamKey,
+        max: usize,
+        max_pieces: usize,
+    ) -> Gathered {
+        let (Transport::Quic(q), StreamKey::Quic(id)) = (&mut *self, key) else {
+            return Gathered {
+                chunk: self.read_chunk(key, max),
+                then: None,
+            };
+        };
+        let mut recv = q.conn.recv_stream(id);
+        let Ok(mut chunks) = recv.read(true) else {
+            return Gathered {
+                chunk: Chunk::Closed,
+                then: None,
+            };
+        };
+        let mut pieces = Pieces::default();
+        let mut end = None;
+        while pieces.len < max && pieces.count() < max_pieces.max(1) {
+            match chunks.next(max - pieces.len) {
+                Ok(Some(chunk)) => pieces.push(chunk.bytes),
+                Ok(None) => {
+                    end = Some(StreamEnd::Finished);
+                    break;
+                }
+                Err(ReadError::Blocked) => break,
+                Err(ReadError::Reset(code)) => {
+                    end = Some(StreamEnd::Reset(code.into_inner()));
+                    break;
+                }
+            }
+        }
+        // Whether a flow-control update must go out does not matter: the node polls every
+        // touched connection for transmits after each input.
+        let _ = chunks.finalize();
+        match pieces.join() {
+            Some(data) => Gathered {
+                chunk: Chunk::Data(data),
+                then: end,
+            },
+            None => Gathered {
+                chunk: end.map_or(Chunk::Blocked, StreamEnd::chunk),
+                then: None,
+            },
         }
     }
 
