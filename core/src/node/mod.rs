@@ -7,6 +7,7 @@
 mod action;
 mod autorelay_driver;
 mod bridge;
+mod chunk_queue;
 mod circuit_dial;
 mod config;
 mod connection;

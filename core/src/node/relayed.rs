@@ -7,14 +7,15 @@
 //! The node moves bytes between this transport and the circuit stream on the relay
 //! connection; see `Node::pump_relayed`.
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 
+use super::chunk_queue::ChunkQueue;
 use super::ids::ConnectionId;
 use super::stream::Negotiation;
 use super::transport::StreamKey;
 use crate::identity::PeerId;
 use crate::multistream::{Dialer, Listener, Progress};
-use crate::tls::{ReadOutcome, SecureStream, SecureStreamError, SecureStreamEvent, TlsIdentity};
+use crate::tls::{Plaintext, SecureStream, SecureStreamError, SecureStreamEvent, TlsIdentity};
 use crate::wallclock::WallClock;
 use crate::yamux::{Mode, Session, YamuxConfig};
 
@@ -114,8 +115,9 @@ pub(crate) struct RelayedTransport {
     /// Bytes taken out for the circuit stream that it has not accepted yet (flow control).
     /// They go first; kept apart from `to_circuit` so they are handed back without a copy.
     circuit_pending: Bytes,
-    /// Plaintext yamux produced that TLS has not taken yet.
-    plaintext_out: BytesMut,
+    /// Plaintext (negotiation lines, then yamux frames) that TLS has not taken yet, as the
+    /// chunks it was produced in: TLS takes them without their being copied together.
+    plaintext_out: ChunkQueue,
     /// The peer's TLS identity, once the handshake completed.
     authenticated: Option<PeerId>,
 }
@@ -142,7 +144,7 @@ impl RelayedTransport {
             yamux_config,
             to_circuit: BytesMut::new(),
             circuit_pending: Bytes::new(),
-            plaintext_out: BytesMut::new(),
+            plaintext_out: ChunkQueue::default(),
             authenticated: None,
         }
     }
@@ -280,7 +282,7 @@ impl RelayedTransport {
             while !rest.is_empty() {
                 let n = tls.write(rest)?;
                 if n == 0 {
-                    self.plaintext_out.extend_from_slice(rest);
+                    self.plaintext_out.push(Bytes::copy_from_slice(rest));
                     break;
                 }
                 rest = &rest[n..];
@@ -313,31 +315,38 @@ impl RelayedTransport {
             {
                 return Err(CircuitFailure::Yamux("session terminated".into()));
             }
-            match tls.read(PLAINTEXT_CHUNK)? {
-                ReadOutcome::Data(data) => {
+            // yamux takes the plaintext where TLS holds it; the negotiation gets a copy.
+            let read = match inner {
+                Inner::Yamux(session) => tls
+                    .read_with(PLAINTEXT_CHUNK, |data| session.handle_input(data))?
+                    .map(|()| None),
+                Inner::Negotiating(_) => tls
+                    .read_with(PLAINTEXT_CHUNK, Bytes::copy_from_slice)?
+                    .map(Some),
+            };
+            match read {
+                Plaintext::Taken(None) => moved = true,
+                Plaintext::Taken(Some(data)) => {
                     moved = true;
-                    match inner {
-                        Inner::Yamux(session) => session.handle_input(&data),
-                        Inner::Negotiating(negotiation) => {
-                            let progress = negotiation.handle_input(&data);
-                            while let Some(out) = negotiation.poll_output() {
-                                self.plaintext_out.extend_from_slice(&out);
-                            }
-                            if let Progress::Negotiated(negotiated) = progress? {
-                                let mode = match self.role {
-                                    CircuitRole::Dialer => Mode::Client,
-                                    CircuitRole::Listener => Mode::Server,
-                                };
-                                let mut session =
-                                    Box::new(Session::new(mode, self.yamux_config.clone()));
-                                session.handle_input(&negotiated.remaining);
-                                *inner = Inner::Yamux(session);
-                            }
+                    if let Inner::Negotiating(negotiation) = inner {
+                        let progress = negotiation.handle_input(&data);
+                        while let Some(out) = negotiation.poll_output() {
+                            self.plaintext_out.push(out);
+                        }
+                        if let Progress::Negotiated(negotiated) = progress? {
+                            let mode = match self.role {
+                                CircuitRole::Dialer => Mode::Client,
+                                CircuitRole::Listener => Mode::Server,
+                            };
+                            let mut session =
+                                Box::new(Session::new(mode, self.yamux_config.clone()));
+                            session.handle_input(&negotiated.remaining);
+                            *inner = Inner::Yamux(session);
                         }
                     }
                 }
-                ReadOutcome::Blocked => break,
-                ReadOutcome::Finished => {
+                Plaintext::Blocked => break,
+                Plaintext::Finished => {
                     if let Inner::Yamux(session) = inner {
                         session.close();
                     }
@@ -352,18 +361,14 @@ impl RelayedTransport {
             while self.plaintext_out.len() < MAX_PLAINTEXT_OUT
                 && let Some(out) = session.poll_output()
             {
-                self.plaintext_out.extend_from_slice(&out);
+                self.plaintext_out.push(out);
                 moved = true;
             }
         }
-        while !self.plaintext_out.is_empty() {
-            let n = tls.write(&self.plaintext_out)?;
-            if n == 0 {
-                break;
-            }
-            self.plaintext_out.advance(n);
-            moved = true;
-        }
+        moved |= self
+            .plaintext_out
+            .write_with(|slices| tls.write_vectored(slices))?
+            > 0;
         if self.to_circuit.len() + self.circuit_pending.len() < MAX_TO_CIRCUIT {
             moved |= tls.write_output_into(&mut self.to_circuit);
         }

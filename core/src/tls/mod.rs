@@ -45,8 +45,8 @@ pub use config::{
 };
 pub use seeded::{EnteredRandomness, SeededRandomness, seeded_crypto_provider};
 pub use stream::{
-    MAX_PENDING_CIPHERTEXT, MAX_UNSENT, READ_AHEAD, ReadOutcome, SecureStream, SecureStreamError,
-    SecureStreamEvent,
+    MAX_PENDING_CIPHERTEXT, MAX_UNSENT, Plaintext, READ_AHEAD, ReadOutcome, SecureStream,
+    SecureStreamError, SecureStreamEvent,
 };
 pub use verifier::{ClientCertificateVerifier, ServerCertificateVerifier, VerificationOutcome};
 

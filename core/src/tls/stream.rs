@@ -63,7 +63,7 @@
 //! ([`SecureStreamError::Tls`] with `AlertReceived`).
 
 use std::collections::VecDeque;
-use std::io::{ErrorKind, Read, Write};
+use std::io::{BufRead, ErrorKind, IoSlice, Write};
 use std::net::Ipv4Addr;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
@@ -142,6 +142,29 @@ pub enum ReadOutcome {
     Blocked,
     /// The peer sent `close_notify` and everything before it has been read.
     Finished,
+}
+
+/// The outcome of [`SecureStream::read_with`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[must_use]
+pub enum Plaintext<R> {
+    /// Plaintext was handed to the reader, which returned this.
+    Taken(R),
+    /// Nothing to read now; a [`SecureStreamEvent::Readable`] follows when there is.
+    Blocked,
+    /// The peer sent `close_notify` and everything before it has been read.
+    Finished,
+}
+
+impl<R> Plaintext<R> {
+    /// The same outcome with the reader's result mapped by `f`.
+    pub fn map<S>(self, f: impl FnOnce(R) -> S) -> Plaintext<S> {
+        match self {
+            Plaintext::Taken(taken) => Plaintext::Taken(f(taken)),
+            Plaintext::Blocked => Plaintext::Blocked,
+            Plaintext::Finished => Plaintext::Finished,
+        }
+    }
 }
 
 /// Something that happened on a [`SecureStream`].
@@ -349,21 +372,54 @@ impl SecureStream {
         }
     }
 
+    /// Like [`write`](Self::write), for plaintext in several pieces: they are taken as one run
+    /// of bytes (TLS cuts full records across them), without being copied together first.
+    pub fn write_vectored(
+        &mut self,
+        plaintext: &[IoSlice<'_>],
+    ) -> Result<usize, SecureStreamError> {
+        self.check_alive()?;
+        if self.local_closed {
+            return Err(SecureStreamError::WriteAfterClose);
+        }
+        match self.conn.writer().write_vectored(plaintext) {
+            Ok(taken) => Ok(taken),
+            Err(error) => Err(self.fail(SecureStreamError::Buffering(error.to_string()))),
+        }
+    }
+
     /// Reads at most `max` bytes of plaintext.
     pub fn read(&mut self, max: usize) -> Result<ReadOutcome, SecureStreamError> {
+        Ok(match self.read_with(max, Bytes::copy_from_slice)? {
+            Plaintext::Taken(data) => ReadOutcome::Data(data),
+            Plaintext::Blocked => ReadOutcome::Blocked,
+            Plaintext::Finished => ReadOutcome::Finished,
+        })
+    }
+
+    /// Hands the next received plaintext, at most `max` bytes of one TLS record, to `take`
+    /// where rustls holds it, and returns what `take` returned: the bytes are consumed without
+    /// being copied out first. Same outcomes as [`read`](Self::read).
+    pub fn read_with<R>(
+        &mut self,
+        max: usize,
+        take: impl FnOnce(&[u8]) -> R,
+    ) -> Result<Plaintext<R>, SecureStreamError> {
         self.check_alive()?;
         if max == 0 {
-            return Ok(ReadOutcome::Data(Bytes::new()));
+            return Ok(Plaintext::Taken(take(&[])));
         }
-        // Allocate only what is there (bounded by READ_AHEAD and one rustls read).
-        let mut buf = BytesMut::zeroed(max.min(self.unread.max(1)));
-        let outcome = match self.conn.reader().read(&mut buf) {
-            Ok(0) => ReadOutcome::Finished,
-            Ok(n) => {
-                buf.truncate(n);
-                ReadOutcome::Data(buf.freeze())
+        let mut reader = self.conn.reader();
+        let outcome = match reader.fill_buf() {
+            // Empty only once the peer's close_notify was read with nothing before it.
+            Ok([]) => Plaintext::Finished,
+            Ok(chunk) => {
+                let n = chunk.len().min(max);
+                let taken = take(&chunk[..n]);
+                reader.consume(n);
+                Plaintext::Taken(taken)
             }
-            Err(error) if error.kind() == ErrorKind::WouldBlock => ReadOutcome::Blocked,
+            Err(error) if error.kind() == ErrorKind::WouldBlock => Plaintext::Blocked,
             Err(error) if error.kind() == ErrorKind::UnexpectedEof => {
                 return Err(self.fail(SecureStreamError::Truncated));
             }
@@ -372,7 +428,7 @@ impl SecureStream {
         // Room freed: refresh the count and hand rustls more of the queued ciphertext.
         self.refresh()?;
         self.pump()?;
-        if matches!(outcome, ReadOutcome::Blocked) || self.unread == 0 {
+        if matches!(outcome, Plaintext::Blocked) || self.unread == 0 {
             self.readable_armed = true;
             self.update_events();
         }
