@@ -755,6 +755,79 @@ mod tests {
     }
 
     #[test]
+    fn vectored_writes_arrive_whole_and_in_order_through_read_with() {
+        let mut pair = Pair::connected();
+        let message = data(100_000, 7);
+        // Pieces of uneven sizes, written as one run (a full record spans several pieces).
+        let pieces: Vec<&[u8]> = message.chunks(3_000).collect();
+        let mut written = 0;
+        while written < message.len() {
+            let mut skip = written;
+            let slices: Vec<IoSlice<'_>> = pieces
+                .iter()
+                .filter_map(|piece| {
+                    if skip >= piece.len() {
+                        skip -= piece.len();
+                        return None;
+                    }
+                    let slice = IoSlice::new(&piece[skip..]);
+                    skip = 0;
+                    Some(slice)
+                })
+                .collect();
+            let n = pair.client.write_vectored(&slices).expect("write");
+            assert!(n > 0, "TLS takes more once its output was carried");
+            written += n;
+            pair.pump().expect("carry");
+        }
+        pair.client.close();
+        pair.pump().expect("carry");
+        let mut received = Vec::new();
+        let mut finished = false;
+        // Bounded: 100,000 bytes in reads of at least one byte each, then the end.
+        for _ in 0..200_000 {
+            match pair
+                .server
+                .read_with(5_000, |plaintext| {
+                    assert!(plaintext.len() <= 5_000, "handed {} bytes", plaintext.len());
+                    received.extend_from_slice(plaintext);
+                })
+                .expect("read")
+            {
+                Plaintext::Taken(()) => {}
+                Plaintext::Blocked => pair.pump().expect("carry"),
+                Plaintext::Finished => {
+                    finished = true;
+                    break;
+                }
+            }
+        }
+        assert!(finished, "close_notify ends the reads");
+        assert_eq!(sha256(&received), sha256(&message), "every byte, in order");
+    }
+
+    #[test]
+    fn read_with_never_hands_out_more_than_max() {
+        let mut pair = Pair::connected();
+        let message = data(40_000, 9);
+        assert_eq!(pair.client.write(&message).expect("write"), message.len());
+        pair.pump().expect("carry");
+        let mut received = Vec::new();
+        // Bounded: 40,000 bytes in reads of at least one byte each.
+        for _ in 0..40_000 {
+            match pair.server.read_with(777, |plaintext| {
+                assert!(plaintext.len() <= 777, "handed {} bytes", plaintext.len());
+                received.extend_from_slice(plaintext);
+            }) {
+                Ok(Plaintext::Taken(())) => {}
+                Ok(Plaintext::Blocked) => break,
+                other => panic!("unexpected read outcome {other:?}"),
+            }
+        }
+        assert_eq!(received, message, "nothing lost between partial reads");
+    }
+
+    #[test]
     fn handshake_completes_and_each_side_learns_the_other_peer_id() {
         let mut pair = Pair::new(identity(2).peer_id());
         assert!(pair.client.is_handshaking() && pair.server.is_handshaking());
