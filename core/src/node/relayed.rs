@@ -32,6 +32,10 @@ const NEGOTIATION_INPUT: usize = 4096;
 /// Most bytes waiting for the circuit stream before TLS output is left inside TLS (whose own
 /// buffer then refuses writes, pushing back on yamux and the application).
 const MAX_TO_CIRCUIT: usize = 64 * 1024;
+/// Plaintext bytes a TLS 1.3 record carries at most.
+const RECORD_PLAINTEXT: usize = 16 * 1024;
+/// Bytes a TLS 1.3 record adds to its plaintext with AES-GCM: header, content type, tag.
+const RECORD_OVERHEAD: usize = 5 + 1 + 16;
 /// Most yamux output waiting for TLS before yamux output is left inside yamux.
 const MAX_PLAINTEXT_OUT: usize = 64 * 1024;
 
@@ -365,11 +369,15 @@ impl RelayedTransport {
                 moved = true;
             }
         }
-        moved |= self
+        let encrypted = self
             .plaintext_out
-            .write_with(|slices| tls.write_vectored(slices))?
-            > 0;
+            .write_with(|slices| tls.write_vectored(slices))?;
+        moved |= encrypted > 0;
         if self.to_circuit.len() + self.circuit_pending.len() < MAX_TO_CIRCUIT {
+            // Room for the records just cut, so the buffer (emptied each time the circuit takes
+            // it) is not grown by doubling, a copy per step.
+            self.to_circuit
+                .reserve(encrypted + encrypted.div_ceil(RECORD_PLAINTEXT) * RECORD_OVERHEAD);
             moved |= tls.write_output_into(&mut self.to_circuit);
         }
         Ok(moved)
