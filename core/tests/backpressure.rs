@@ -9,7 +9,7 @@ use std::time::Duration;
 use dep2p_core::node::{Event, NodeConfig, ReadOutcome, StreamHandle};
 use dep2p_core::testing::{LinkConfig, World};
 
-use common::{SETTLE, connected_pair, inbound_stream, stream_ready};
+use common::{SETTLE, connected_pair, negotiated_stream};
 
 const BULK: &str = "/bulk/1.0.0";
 const STREAM_WINDOW: u32 = 64 * 1024;
@@ -49,15 +49,7 @@ fn negotiated_bulk_stream(seed: u64) -> (World, usize, usize, StreamHandle, Stre
         .connection_receive_window(4 * STREAM_WINDOW);
     let (mut world, a, b, conn_a, _) =
         connected_pair(seed, LinkConfig::default(), NodeConfig::default(), config_b);
-    let stream = world
-        .command(a, |node, now| node.open_stream(now, conn_a, BULK))
-        .expect("stream opens");
-    assert!(
-        world.run_until(SETTLE, |w| stream_ready(w, a, stream)
-            && inbound_stream(w, b).is_some()),
-        "the stream negotiates"
-    );
-    let (inbound, _) = inbound_stream(&world, b).expect("inbound");
+    let (stream, inbound) = negotiated_stream(&mut world, a, b, conn_a, BULK);
     (world, a, b, stream, inbound)
 }
 

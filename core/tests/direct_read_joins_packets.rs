@@ -9,7 +9,7 @@ mod common;
 use dep2p_core::node::{NodeConfig, ReadOutcome, StreamError, StreamHandle};
 use dep2p_core::testing::{LinkConfig, World};
 
-use common::{SETTLE, connected_pair, inbound_stream, stream_ready};
+use common::{SETTLE, connected_pair, negotiated_stream};
 
 const BULK: &str = "/bulk/1.0.0";
 /// Several hundred packets' worth, within the default 1 MiB stream window.
@@ -30,15 +30,7 @@ fn payload() -> Vec<u8> {
 fn sent_and_finished(seed: u64) -> (World, usize, StreamHandle, usize, StreamHandle) {
     let (mut world, a, b, conn_a, _) =
         connected_pair(seed, LinkConfig::default(), bulk_config(), bulk_config());
-    let stream = world
-        .command(a, |node, now| node.open_stream(now, conn_a, BULK))
-        .expect("stream opens");
-    assert!(
-        world.run_until(SETTLE, |w| stream_ready(w, a, stream)
-            && inbound_stream(w, b).is_some()),
-        "the stream is negotiated on both sides"
-    );
-    let (inbound, _) = inbound_stream(&world, b).expect("inbound stream");
+    let (stream, inbound) = negotiated_stream(&mut world, a, b, conn_a, BULK);
     let data = payload();
     let written = world.command(a, |node, now| node.write(now, stream, &data));
     assert_eq!(written, Ok(PAYLOAD), "the payload fits the stream window");

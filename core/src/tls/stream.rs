@@ -362,14 +362,7 @@ impl SecureStream {
     /// [`poll_output`](Self::poll_output) and retry. Before the handshake completes the
     /// plaintext is held and sent once it does.
     pub fn write(&mut self, plaintext: &[u8]) -> Result<usize, SecureStreamError> {
-        self.check_alive()?;
-        if self.local_closed {
-            return Err(SecureStreamError::WriteAfterClose);
-        }
-        match self.conn.writer().write(plaintext) {
-            Ok(taken) => Ok(taken),
-            Err(error) => Err(self.fail(SecureStreamError::Buffering(error.to_string()))),
-        }
+        self.write_vectored(&[IoSlice::new(plaintext)])
     }
 
     /// Like [`write`](Self::write), for plaintext in several pieces: they are taken as one run

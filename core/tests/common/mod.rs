@@ -78,6 +78,27 @@ pub fn stream_ready(world: &World, at: usize, stream: StreamHandle) -> bool {
         .any(|e| matches!(e, Event::StreamReady { stream: s, .. } if *s == stream))
 }
 
+/// Opens a `protocol` stream from `a` on `connection` (to `b`) and waits until it is ready on
+/// `a` and offered to `b`. Returns `(a's stream, b's stream)`.
+pub fn negotiated_stream(
+    world: &mut World,
+    a: usize,
+    b: usize,
+    connection: ConnectionId,
+    protocol: &str,
+) -> (StreamHandle, StreamHandle) {
+    let stream = world
+        .command(a, |node, now| node.open_stream(now, connection, protocol))
+        .expect("stream opens");
+    assert!(
+        world.run_until(SETTLE, |w| stream_ready(w, a, stream)
+            && inbound_stream(w, b).is_some()),
+        "the {protocol} stream did not negotiate within {SETTLE:?}"
+    );
+    let (inbound, _) = inbound_stream(world, b).expect("inbound stream");
+    (stream, inbound)
+}
+
 /// Pings from `at` over `connection` and waits for the result; returns the RTT.
 pub fn ping_ok(world: &mut World, at: usize, connection: ConnectionId) -> Duration {
     let before = world.events(at).count();
