@@ -122,3 +122,18 @@ fn finishing_our_side_before_reading_the_kept_finish_still_reports_it() {
         );
     }
 }
+
+#[test]
+fn a_read_of_zero_bytes_returns_nothing_at_once_and_consumes_nothing() {
+    let (mut world, _, _, b, inbound) = sent_and_finished(64);
+    assert_eq!(
+        world.command(b, |node, now| node.read(now, inbound, 0)),
+        Ok(ReadOutcome::Data(bytes::Bytes::new())),
+        "an empty read answers at once rather than waiting for data that is already there"
+    );
+    let next = world.command(b, |node, now| node.read(now, inbound, 1024 * 1024));
+    assert!(
+        matches!(&next, Ok(ReadOutcome::Data(data)) if data.len() == PAYLOAD),
+        "the data is all still there: {next:?}"
+    );
+}

@@ -224,6 +224,13 @@ impl Transport {
                 then: None,
             };
         };
+        if max == 0 {
+            // As a yamux read of nothing: no bytes, and nothing consumed.
+            return Gathered {
+                chunk: Chunk::Data(Bytes::new()),
+                then: None,
+            };
+        }
         let mut recv = q.conn.recv_stream(id);
         let Ok(mut chunks) = recv.read(true) else {
             return Gathered {
