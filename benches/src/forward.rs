@@ -209,11 +209,13 @@ impl RelayedTrio {
         let (send, recv) = (self.send.expect("set up"), self.recv.expect("set up"));
         while self.received < goal {
             loop {
-                let chunk = self.chunk.clone();
+                // As the tokio adapter writes: `Bytes`, which the node queues without a copy.
+                let mut chunk = self.chunk.clone();
+                let offered = chunk.len();
                 let written = self
-                    .command(B, |n, now| n.write(now, send, &chunk))
+                    .command(B, |n, now| n.write_bytes(now, send, &mut chunk))
                     .expect("write to the bulk stream");
-                if written < chunk.len() {
+                if written < offered {
                     break;
                 }
             }

@@ -361,10 +361,13 @@ impl RelayedTransport {
         // Plaintext out: yamux frames, then into TLS as far as it takes them.
         // Gathered first, so TLS cuts full records rather than one per yamux frame (a frame is
         // 12 bytes longer than a record holds).
-        if let Inner::Yamux(session) = inner {
-            while self.plaintext_out.len() < MAX_PLAINTEXT_OUT
-                && let Some(out) = session.poll_output()
-            {
+        // All of it at once (yamux clears its control-frame backlog only once its output was
+        // taken in full), as pieces: payloads the application handed over as `Bytes` stay
+        // uncopied until TLS encrypts them.
+        if let Inner::Yamux(session) = inner
+            && self.plaintext_out.len() < MAX_PLAINTEXT_OUT
+        {
+            while let Some(out) = session.poll_output() {
                 self.plaintext_out.push(out);
                 moved = true;
             }

@@ -280,21 +280,18 @@ impl Transport {
                     Ok(n)
                 })
             }
-            (Transport::Relayed(r), StreamKey::Yamux(id)) => match r.yamux_mut() {
-                None => Written::Closed,
-                Some(yamux) => match yamux.write(id, data) {
-                    Ok(n) => Written::Bytes(n),
-                    Err(crate::yamux::YamuxError::LimitExceeded(_)) => Written::Bytes(0),
-                    Err(_) => Written::Closed,
-                },
-            },
+            (Transport::Relayed(r), StreamKey::Yamux(id)) => {
+                r.yamux_mut().map_or(Written::Closed, |yamux| {
+                    yamux_written(yamux.write(id, data))
+                })
+            }
             _ => Written::Closed,
         }
     }
 
     /// Writes whole `Bytes` chunks without copying where the transport allows it.
     pub(crate) fn write_bytes(&mut self, key: StreamKey, data: &mut Bytes) -> Written {
-        match (&mut *self, key) {
+        match (self, key) {
             (Transport::Quic(q), StreamKey::Quic(id)) => {
                 let mut stream = q.conn.send_stream(id);
                 write_until_blocked(data.len(), || {
@@ -305,13 +302,12 @@ impl Transport {
                     result.map(|written| written.bytes)
                 })
             }
-            _ => {
-                let result = self.write(key, data);
-                if let Written::Bytes(n) = result {
-                    let _ = data.split_to(n);
-                }
-                result
+            (Transport::Relayed(r), StreamKey::Yamux(id)) => {
+                r.yamux_mut().map_or(Written::Closed, |yamux| {
+                    yamux_written(yamux.write_bytes(id, data))
+                })
             }
+            _ => Written::Closed,
         }
     }
 
@@ -366,6 +362,16 @@ impl Transport {
             }
             _ => {}
         }
+    }
+}
+
+/// A yamux write's result as a [`Written`]: a full output budget or window is a write that
+/// took nothing (the stream hears `Writable` later); any other refusal means the stream is gone.
+fn yamux_written(result: Result<usize, crate::yamux::YamuxError>) -> Written {
+    match result {
+        Ok(n) => Written::Bytes(n),
+        Err(crate::yamux::YamuxError::LimitExceeded(_)) => Written::Bytes(0),
+        Err(_) => Written::Closed,
     }
 }
 

@@ -11,6 +11,10 @@ use super::error::{Limit, Misbehaviour, SessionError, YamuxError};
 use super::frame::{Flags, FrameType, GoAwayCode, HEADER_LEN, Header, StreamId};
 use super::stream::{ReadOutcome, Stream, StreamInfo};
 
+/// Smallest payload [`Session::write_bytes`] queues without a copy: a smaller one costs less to
+/// copy than to carry as a piece of its own.
+pub const ZERO_COPY_MIN: usize = 1024;
+
 /// Which side of the underlying connection we are: the client (dialer) opens odd stream ids,
 /// the server (listener) even ones.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -106,6 +110,12 @@ pub struct Session {
     config: YamuxConfig,
     streams: BTreeMap<StreamId, Stream>,
     decoder: Decoder,
+    /// Output handed out before `out`: payloads `write_bytes` queued without a copy, each after
+    /// the `out` bytes (headers, control frames) queued before it.
+    out_chunks: VecDeque<Bytes>,
+    /// Bytes in `out_chunks`.
+    out_chunks_len: usize,
+    /// Output queued last, in order after `out_chunks`.
     out: BytesMut,
     events: VecDeque<YamuxEvent>,
     /// Next id for `open_stream`; `None` once the id space is used up.
@@ -114,7 +124,7 @@ pub struct Session {
     highest_inbound: u32,
     /// Sum of every stream's `window_target`.
     total_window_target: u64,
-    /// Peer-triggered control frames queued since the last `poll_output`.
+    /// Peer-triggered control frames queued since the output was last taken in full.
     control_backlog: usize,
     outstanding_pings: SmallVec<[u32; 4]>,
     /// Some stream is blocked on the output budget (checked when output drains).
@@ -133,6 +143,8 @@ impl Session {
             config,
             streams: BTreeMap::new(),
             decoder: Decoder::header(),
+            out_chunks: VecDeque::new(),
+            out_chunks_len: 0,
             out: BytesMut::new(),
             events: VecDeque::new(),
             next_outbound: Some(match mode {
@@ -179,18 +191,33 @@ impl Session {
     /// Bytes waiting in the output buffer.
     #[must_use]
     pub fn buffered_output(&self) -> usize {
-        self.out.len()
+        self.out_chunks_len + self.out.len()
     }
 
     // ---------------------------------------------------------------- outputs
 
-    /// Bytes to write to the underlying stream, in order, or `None` when nothing is pending.
+    /// Bytes to write to the underlying stream, in order, one piece at a time, or `None` when
+    /// nothing is pending. Take pieces until `None`: the control-frame backlog is cleared and
+    /// writers blocked on the output budget are woken once all output has been taken.
     #[must_use]
     pub fn poll_output(&mut self) -> Option<Bytes> {
-        if self.out.is_empty() {
-            return None;
+        let bytes = match self.out_chunks.pop_front() {
+            Some(chunk) => {
+                self.out_chunks_len -= chunk.len();
+                chunk
+            }
+            None if self.out.is_empty() => return None,
+            None => self.out.split().freeze(),
+        };
+        if self.buffered_output() == 0 {
+            self.output_taken();
         }
-        let bytes = self.out.split().freeze();
+        Some(bytes)
+    }
+
+    /// All output was taken: peer-triggered control frames no longer wait, and writers blocked
+    /// on the output budget may write again.
+    fn output_taken(&mut self) {
         self.control_backlog = 0;
         if self.writers_blocked {
             self.writers_blocked = false;
@@ -201,7 +228,6 @@ impl Session {
                 }
             }
         }
-        Some(bytes)
     }
 
     /// The next event, or `None`.
@@ -237,11 +263,51 @@ impl Session {
     /// the peer's send window and the free output budget. `Ok(0)` for non-empty `data` means
     /// blocked; [`YamuxEvent::Writable`] follows once bytes can be accepted again.
     pub fn write(&mut self, id: StreamId, data: &[u8]) -> Result<usize, YamuxError> {
+        let n = self.admit_write(id, data.len())?;
+        for chunk in data[..n].chunks(self.config.max_frame_payload) {
+            // chunk.len() <= n <= u32::MAX.
+            self.queue(Header::data(id, Flags::EMPTY, chunk.len() as u32));
+            self.out.extend_from_slice(chunk);
+        }
+        Ok(n)
+    }
+
+    /// Like [`write`](Self::write), taking the accepted bytes off the front of `data` and
+    /// queueing payloads of at least [`ZERO_COPY_MIN`] bytes as they are, without a copy.
+    pub fn write_bytes(&mut self, id: StreamId, data: &mut Bytes) -> Result<usize, YamuxError> {
+        let n = self.admit_write(id, data.len())?;
+        let mut left = n;
+        while left > 0 {
+            let len = left.min(self.config.max_frame_payload);
+            // len <= n <= u32::MAX.
+            self.queue(Header::data(id, Flags::EMPTY, len as u32));
+            let payload = data.split_to(len);
+            if len < ZERO_COPY_MIN {
+                self.out.extend_from_slice(&payload);
+            } else {
+                let before = self.out.split().freeze();
+                self.push_out_chunk(before);
+                self.push_out_chunk(payload);
+            }
+            left -= len;
+        }
+        Ok(n)
+    }
+
+    fn push_out_chunk(&mut self, chunk: Bytes) {
+        self.out_chunks_len += chunk.len();
+        self.out_chunks.push_back(chunk);
+    }
+
+    /// How many of `len` bytes a write on `id` may queue now: at most the peer's send window and
+    /// the free output budget; their window is spent. `Ok(0)` for `len > 0` marks the stream
+    /// blocked, so [`YamuxEvent::Writable`] follows once bytes can be accepted again.
+    fn admit_write(&mut self, id: StreamId, len: usize) -> Result<usize, YamuxError> {
         self.check_live()?;
         let budget = self
             .config
             .max_buffered_output
-            .saturating_sub(self.out.len());
+            .saturating_sub(self.buffered_output());
         let stream = self
             .streams
             .get_mut(&id)
@@ -249,9 +315,9 @@ impl Session {
         if stream.local_fin {
             return Err(YamuxError::WriteClosed(id));
         }
-        let n = data.len().min(stream.send_window as usize).min(budget);
+        let n = len.min(stream.send_window as usize).min(budget);
         if n == 0 {
-            if !data.is_empty() {
+            if len > 0 {
                 stream.write_blocked = true;
                 if stream.send_window > 0 {
                     // Blocked on the output budget rather than the window.
@@ -262,12 +328,6 @@ impl Session {
         }
         // n <= send_window, a u32.
         stream.send_window -= n as u32;
-        for chunk in data[..n].chunks(self.config.max_frame_payload) {
-            // chunk.len() <= n <= u32::MAX.
-            self.out
-                .extend_from_slice(&Header::data(id, Flags::EMPTY, chunk.len() as u32).encode());
-            self.out.extend_from_slice(chunk);
-        }
         Ok(n)
     }
 
@@ -461,7 +521,7 @@ impl Session {
         if !self.on_stream_flags_before(id, flags)? {
             return Ok(());
         }
-        let budget_free = self.out.len() < self.config.max_buffered_output;
+        let budget_free = self.buffered_output() < self.config.max_buffered_output;
         let Some(stream) = self.streams.get_mut(&id) else {
             return Ok(());
         };

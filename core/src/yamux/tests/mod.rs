@@ -7,3 +7,4 @@ mod lifecycle;
 mod pair;
 mod proptests;
 mod streams;
+mod zero_copy_writes;
