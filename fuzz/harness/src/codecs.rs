@@ -189,7 +189,15 @@ pub fn yamux(data: &[u8]) {
             4 => {
                 let id = pick(&mut u, &streams);
                 let len = usize::from(u.arbitrary::<u16>().unwrap_or(0));
-                let _ = session.write(id, &vec![0x5a; len]);
+                if u.arbitrary::<bool>().unwrap_or(false) {
+                    // The uncopied path: what is accepted leaves the front of `data`.
+                    let mut data = Bytes::from(vec![0x5a; len]);
+                    if let Ok(n) = session.write_bytes(id, &mut data) {
+                        assert_eq!(data.len(), len - n, "write_bytes took {n} of {len}");
+                    }
+                } else {
+                    let _ = session.write(id, &vec![0x5a; len]);
+                }
             }
             5 => {
                 let id = pick(&mut u, &streams);
@@ -231,7 +239,12 @@ pub fn yamux(data: &[u8]) {
             "{} streams",
             session.stream_count()
         );
-        while session.poll_output().is_some() {}
+        let owed = session.buffered_output();
+        let mut taken = 0;
+        while let Some(piece) = session.poll_output() {
+            taken += piece.len();
+        }
+        assert_eq!(taken, owed, "the output handed out is what was counted");
     }
 }
 
