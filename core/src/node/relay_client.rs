@@ -14,9 +14,10 @@ use super::connection::{Conn, ConnState};
 use super::error::{ConnectionFailure, DialError, StreamError};
 use super::event::ReservationFailureKind;
 use super::ids::{ConnectionId, Direction, StreamHandle};
+use super::relay_server::two_mut;
 use super::relayed::{CircuitRole, RelayedTransport};
 use super::stream::{Purpose, RelayRole, StreamKind};
-use super::transport::{Chunk, Transport, Written};
+use super::transport::{PassEnd, StreamEnd, Transport, Written};
 use crate::framing::FrameError;
 use crate::identity::PeerId;
 use crate::relay::HOP_PROTOCOL;
@@ -31,6 +32,9 @@ use crate::relay::wire::{
 const PUMP_ROUNDS: usize = 64;
 /// Largest chunk read from a circuit stream at once.
 const CIRCUIT_CHUNK: usize = 16 * 1024;
+/// Most received pieces (about one per packet) one round reads from a circuit stream: more than
+/// CIRCUIT_CHUNK of full-sized packets, and a bound on a round's work whatever the frame sizes.
+const MAX_CIRCUIT_PIECES: usize = 64;
 /// Retry delay for a renewal whose request failed while the reservation is still live.
 const RENEW_RETRY: Duration = Duration::from_secs(5);
 
@@ -601,47 +605,51 @@ impl Node {
                 return;
             };
             let mut progress = false;
-            // 1. Circuit bytes in, as far as the upgrade layers take them. quinn-proto hands
-            //    out one received piece (about a packet) per read, so pieces are taken until the
-            //    round's chunk is full: a round moves up to CIRCUIT_CHUNK whatever the packet
-            //    size, and a pump seldom spends its rounds.
-            let mut budget = capacity.min(CIRCUIT_CHUNK);
-            while budget > 0 {
-                let chunk = match self.connections.get_mut(&relay_conn) {
-                    Some(conn) => conn.transport.read_chunk(circuit, budget),
-                    None => Chunk::Closed,
+            // 1. Circuit bytes in, as far as the upgrade layers take them: the pieces waiting
+            //    (about one per packet), up to CIRCUIT_CHUNK, in one pass over the circuit
+            //    stream, each fed to TLS where quinn-proto holds it.
+            let budget = capacity.min(CIRCUIT_CHUNK);
+            if budget > 0 {
+                let pass = match two_mut(&mut self.connections, relay_conn, relayed) {
+                    Some((relay, conn)) => match &mut conn.transport {
+                        Transport::Relayed(r) => relay.transport.read_each(
+                            circuit,
+                            budget,
+                            MAX_CIRCUIT_PIECES,
+                            |piece| r.handle_circuit_input(&piece),
+                        ),
+                        Transport::Quic(_) => return,
+                    },
+                    // The relay connection is gone (the relayed one is checked above).
+                    None => Ok((0, PassEnd::Closed)),
                 };
-                let (fed, more) = match (chunk, self.relayed_mut(relayed)) {
-                    (_, None) => return,
-                    (Chunk::Data(data), Some(r)) => {
-                        progress = true;
-                        budget = budget.saturating_sub(data.len());
-                        (r.handle_circuit_input(&data), true)
+                let fed = match pass {
+                    Err(error) => Err(error),
+                    Ok((read, end)) => {
+                        progress |= read > 0;
+                        match (end, self.relayed_mut(relayed)) {
+                            (_, None) => return,
+                            (PassEnd::Waiting, _) => Ok(()),
+                            (PassEnd::Ended(StreamEnd::Finished), Some(r)) => {
+                                progress = true;
+                                r.handle_circuit_end()
+                            }
+                            (PassEnd::Ended(StreamEnd::Reset(code)), _) => {
+                                Err(super::relayed::CircuitFailure::CircuitEnded(format!(
+                                    "circuit stream reset (code {code})"
+                                )))
+                            }
+                            (PassEnd::Closed, _) => {
+                                Err(super::relayed::CircuitFailure::CircuitEnded(
+                                    "relay connection gone".into(),
+                                ))
+                            }
+                        }
                     }
-                    (Chunk::Blocked, _) => (Ok(()), false),
-                    (Chunk::Finished, Some(r)) => {
-                        progress = true;
-                        (r.handle_circuit_end(), false)
-                    }
-                    (Chunk::Reset(code), _) => (
-                        Err(super::relayed::CircuitFailure::CircuitEnded(format!(
-                            "circuit stream reset (code {code})"
-                        ))),
-                        false,
-                    ),
-                    (Chunk::Closed, _) => (
-                        Err(super::relayed::CircuitFailure::CircuitEnded(
-                            "relay connection gone".into(),
-                        )),
-                        false,
-                    ),
                 };
                 if let Err(error) = fed {
                     self.fail_relayed(relayed, error.to_string());
                     return;
-                }
-                if !more {
-                    break;
                 }
             }
             // 2. Through the layers, then the relayed connection's protocol events (which may

@@ -765,7 +765,7 @@ impl Node {
 /// Both connections of a bridge at once, in place (no moving a connection out of the map and
 /// back): `None` if either is gone or they are the same connection (a peer relaying to
 /// itself is refused before a bridge exists).
-fn two_mut<V>(
+pub(super) fn two_mut<V>(
     map: &mut BTreeMap<ConnectionId, V>,
     a: ConnectionId,
     b: ConnectionId,

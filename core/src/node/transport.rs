@@ -48,6 +48,17 @@ pub(crate) struct Gathered {
     pub(crate) then: Option<StreamEnd>,
 }
 
+/// What ended one pass of [`Transport::read_each`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PassEnd {
+    /// Nothing more waits now, or the pass's budget was spent.
+    Waiting,
+    /// The peer finished or reset its sending side (after the pieces handed out, if any).
+    Ended(StreamEnd),
+    /// The stream is unknown to the transport (already gone).
+    Closed,
+}
+
 /// How the peer ended its sending side.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum StreamEnd {
@@ -76,10 +87,6 @@ struct Pieces {
 }
 
 impl Pieces {
-    fn count(&self) -> usize {
-        usize::from(self.first.is_some()) + self.rest.len()
-    }
-
     fn push(&mut self, piece: Bytes) {
         self.len += piece.len();
         if self.first.is_none() {
@@ -204,52 +211,58 @@ impl Transport {
         }
     }
 
-    /// Reads what waits on a stream, up to `max` bytes in at most `max_pieces` pieces, as one
-    /// chunk. quinn-proto keeps each received STREAM frame as its own piece (about one per
-    /// packet), so a plain read moves one packet's worth; this takes all the pieces waiting in
-    /// one pass over the stream and joins them (a lone piece is returned without a copy).
+    /// Hands what waits on a stream to `each`, piece by piece in order, up to `max` bytes in at
+    /// most `max_pieces` pieces, in one pass over the stream. quinn-proto keeps each received
+    /// STREAM frame as its own piece (about one per packet), so one read per piece would pay
+    /// for the stream lookup and the flow-control bookkeeping once per packet. Stops at the
+    /// first error of `each` (what it was handed counts as read). Returns the bytes handed out
+    /// and what ended the pass.
     ///
-    /// When the stream's end or reset is met after some data, the data is returned in
-    /// `chunk` and the end in `then`: quinn-proto forgets a stream's receiving side once its end
-    /// has been read, so the caller must keep the end for its next read.
-    pub(crate) fn read_gathered(
+    /// quinn-proto forgets a stream's receiving side once its end or reset has been read, so a
+    /// caller that got pieces and then [`PassEnd::Ended`] must keep the end for later.
+    pub(crate) fn read_each<E>(
         &mut self,
         key: StreamKey,
         max: usize,
         max_pieces: usize,
-    ) -> Gathered {
+        mut each: impl FnMut(Bytes) -> Result<(), E>,
+    ) -> Result<(usize, PassEnd), E> {
         let (Transport::Quic(q), StreamKey::Quic(id)) = (&mut *self, key) else {
-            return Gathered {
-                chunk: self.read_chunk(key, max),
-                then: None,
+            // A yamux stream holds its data in one buffer: one read takes it.
+            return match self.read_chunk(key, max) {
+                Chunk::Data(data) => {
+                    let len = data.len();
+                    each(data).map(|()| (len, PassEnd::Waiting))
+                }
+                Chunk::Blocked => Ok((0, PassEnd::Waiting)),
+                Chunk::Finished => Ok((0, PassEnd::Ended(StreamEnd::Finished))),
+                Chunk::Reset(code) => Ok((0, PassEnd::Ended(StreamEnd::Reset(code)))),
+                Chunk::Closed => Ok((0, PassEnd::Closed)),
             };
         };
-        if max == 0 {
-            // As a yamux read of nothing: no bytes, and nothing consumed.
-            return Gathered {
-                chunk: Chunk::Data(Bytes::new()),
-                then: None,
-            };
-        }
         let mut recv = q.conn.recv_stream(id);
         let Ok(mut chunks) = recv.read(true) else {
-            return Gathered {
-                chunk: Chunk::Closed,
-                then: None,
-            };
+            return Ok((0, PassEnd::Closed));
         };
-        let mut pieces = Pieces::default();
-        let mut end = None;
-        while pieces.len < max && pieces.count() < max_pieces.max(1) {
-            match chunks.next(max - pieces.len) {
-                Ok(Some(chunk)) => pieces.push(chunk.bytes),
+        let (mut len, mut count) = (0, 0);
+        let mut outcome = Ok(PassEnd::Waiting);
+        while len < max && count < max_pieces.max(1) {
+            match chunks.next(max - len) {
+                Ok(Some(chunk)) => {
+                    len += chunk.bytes.len();
+                    count += 1;
+                    if let Err(error) = each(chunk.bytes) {
+                        outcome = Err(error);
+                        break;
+                    }
+                }
                 Ok(None) => {
-                    end = Some(StreamEnd::Finished);
+                    outcome = Ok(PassEnd::Ended(StreamEnd::Finished));
                     break;
                 }
                 Err(ReadError::Blocked) => break,
                 Err(ReadError::Reset(code)) => {
-                    end = Some(StreamEnd::Reset(code.into_inner()));
+                    outcome = Ok(PassEnd::Ended(StreamEnd::Reset(code.into_inner())));
                     break;
                 }
             }
@@ -257,13 +270,54 @@ impl Transport {
         // Whether a flow-control update must go out does not matter: the node polls every
         // touched connection for transmits after each input.
         let _ = chunks.finalize();
-        match pieces.join() {
-            Some(data) => Gathered {
+        outcome.map(|end| (len, end))
+    }
+
+    /// Reads what waits on a stream, up to `max` bytes in at most `max_pieces` pieces, as one
+    /// chunk: the pieces of one [`read_each`](Self::read_each) pass joined (a lone piece is
+    /// returned without a copy). An end or reset met after some data is returned in `then`.
+    pub(crate) fn read_gathered(
+        &mut self,
+        key: StreamKey,
+        max: usize,
+        max_pieces: usize,
+    ) -> Gathered {
+        if max == 0 {
+            // As a yamux read of nothing: no bytes, and nothing consumed.
+            return Gathered {
+                chunk: Chunk::Data(Bytes::new()),
+                then: None,
+            };
+        }
+        let mut pieces = Pieces::default();
+        let pass = self.read_each(key, max, max_pieces, |piece| {
+            pieces.push(piece);
+            Ok::<(), std::convert::Infallible>(())
+        });
+        let end = match pass {
+            Ok((_, end)) => end,
+            Err(never) => match never {},
+        };
+        match (pieces.join(), end) {
+            (Some(data), PassEnd::Ended(end)) => Gathered {
                 chunk: Chunk::Data(data),
-                then: end,
+                then: Some(end),
             },
-            None => Gathered {
-                chunk: end.map_or(Chunk::Blocked, StreamEnd::chunk),
+            // quinn-proto loses no stream in the middle of a pass.
+            (Some(data), PassEnd::Waiting | PassEnd::Closed) => Gathered {
+                chunk: Chunk::Data(data),
+                then: None,
+            },
+            (None, PassEnd::Waiting) => Gathered {
+                chunk: Chunk::Blocked,
+                then: None,
+            },
+            (None, PassEnd::Ended(end)) => Gathered {
+                chunk: end.chunk(),
+                then: None,
+            },
+            (None, PassEnd::Closed) => Gathered {
+                chunk: Chunk::Closed,
                 then: None,
             },
         }
