@@ -23,8 +23,10 @@
 //! - **input**: [`SecureStream::handle_input`] takes ciphertext received from the circuit, split
 //!   anywhere, but never more than [`SecureStream::input_capacity`] bytes at a time;
 //!   [`SecureStream::handle_end_of_input`] says the circuit ended.
-//! - **commands**: [`SecureStream::write`] (plaintext, returns how much was accepted),
-//!   [`SecureStream::read`], [`SecureStream::close`] (sends `close_notify`).
+//! - **commands**: [`SecureStream::write`] and [`SecureStream::write_vectored`] (plaintext,
+//!   return how much was accepted), [`SecureStream::read`] and [`SecureStream::read_with`] (the
+//!   latter hands the plaintext to a closure where rustls holds it), [`SecureStream::close`]
+//!   (sends `close_notify`).
 //! - **outputs**: [`SecureStream::poll_output`] (ciphertext to send on the circuit) and
 //!   [`SecureStream::poll_event`]. After any input or command, drain both until `None`.
 //! - **getters**: [`SecureStream::peer_id`], [`SecureStream::is_handshaking`],
